@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"messenger/edge"
+	"messenger/edge/auth"
+	"messenger/infra/natsserver"
+	"messenger/services/fanout"
+	"messenger/streams"
+)
+
+// app is one process: the roles it runs and what they share.
+type app struct {
+	cfg    *config
+	log    *zap.Logger
+	ns     *server.Server
+	nc     *nats.Conn
+	edge   *edge.Edge
+	fanout *fanout.Fanout
+	mux    *http.ServeMux
+	ln     net.Listener
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Sampling = nil
+	return zc.Build()
+}
+
+// build wires the roles of cmd; cleanup releases what build made.
+func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
+	log, err := newLogger(cfg.LogLevel)
+	if err != nil {
+		return nil, nil, err
+	}
+	a := &app{cfg: cfg, log: log.With(zap.String("role", cmd)), mux: http.NewServeMux()}
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		_ = log.Sync()
+	}
+	fail := func(err error) (*app, func(), error) { cleanup(); return nil, nil, err }
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var verifier *auth.Verifier
+	if cmd == "all" || cmd == "edge" {
+		if verifier, _, err = keys(cfg, a.log); err != nil {
+			return fail(err)
+		}
+	}
+
+	// NATS: embedded for all and nats, a client connection otherwise.
+	sc := streams.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, QueueMaxAge: cfg.QueueMaxAge, DedupWindow: cfg.DedupWindow}
+	if err := sc.Validate(); err != nil {
+		return fail(err)
+	}
+	opts := []nats.Option{
+		nats.Name("messenger-" + cmd),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.PingInterval(10 * time.Second),
+	}
+	var e *edge.Edge
+	opts = append(opts,
+		nats.ErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
+			if e != nil {
+				e.NATSErrorHandler(c, s, err)
+			} else {
+				a.log.Warn("nats", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			a.log.Info("nats reconnected")
+			if e != nil {
+				e.NATSReconnected(c)
+			}
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("nats disconnected", zap.Error(err)) }),
+	)
+	url := cfg.NATS
+	if cmd == "all" || cmd == "nats" {
+		if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+			return fail(fmt.Errorf("data dir: %w", err))
+		}
+		ns, err := natsserver.Start(natsserver.Config{Listen: cfg.NATSListen, DataDir: cfg.Data, SyncAlways: cfg.SyncAlways})
+		if err != nil {
+			return fail(err)
+		}
+		a.ns = ns
+		cleanups = append(cleanups, func() { ns.Shutdown(); ns.WaitForShutdown() })
+		a.log.Info("embedded nats started", zap.String("url", ns.ClientURL()), zap.String("store", filepath.Join(cfg.Data, "jetstream")), zap.Bool("sync_always", cfg.SyncAlways))
+		opts = append(opts, nats.InProcessServer(ns))
+		url = ns.ClientURL()
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fail(fmt.Errorf("connect nats %s: %w", url, err))
+	}
+	a.nc = nc
+	cleanups = append(cleanups, func() { _ = nc.Drain(); nc.Close() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fail(fmt.Errorf("jetstream: %w", err))
+	}
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := streams.Ensure(ectx, js, sc); err != nil {
+		return fail(err)
+	}
+	h, err := streams.Open(ectx, js, sc)
+	if err != nil {
+		return fail(err)
+	}
+
+	if cmd == "all" || cmd == "fanout" {
+		f, err := fanout.New(fanout.Config{Shards: cfg.FanoutShards}, nc, js, h, a.log, reg)
+		if err != nil {
+			return fail(err)
+		}
+		a.fanout = f
+	}
+	if cmd == "all" || cmd == "edge" {
+		e, err = edge.New(edge.Config{
+			MaxText: cfg.MaxText, MaxFrame: cfg.MaxFrame, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
+			QueueFrames: cfg.QueueFrames, PingInterval: cfg.PingInterval, IdleTimeout: cfg.IdleTimeout,
+			AllowedOrigins: cfg.origins(),
+		}, nc, js, h, verifier, a.log, reg)
+		if err != nil {
+			return fail(err)
+		}
+		a.edge = e
+		e.Routes(a.mux)
+	}
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	a.mux.HandleFunc("GET /readyz", a.readyz)
+	a.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return fail(fmt.Errorf("listen %s: %w", cfg.HTTP, err))
+	}
+	a.ln = ln
+	return a, cleanup, nil
+}
+
+func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
+	ready := a.nc.Status() == nats.CONNECTED
+	if a.edge != nil {
+		ready = ready && a.edge.Ready()
+	}
+	if !ready {
+		http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// run serves until ctx ends (SIGTERM), then drains: /readyz turns 503,
+// sends in flight are answered, WebSockets close with 1001, the fan-out
+// finishes what it read and saves its checkpoints.
+func (a *app) run(ctx context.Context) error {
+	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
+	runCtx, stopRoles := context.WithCancel(context.Background())
+	defer stopRoles()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error {
+		if err := srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	if a.edge != nil {
+		g.Go(func() error { return a.edge.Run(gctx) })
+	}
+	if a.fanout != nil {
+		g.Go(func() error { return a.fanout.Run(gctx) })
+	}
+	a.log.Info("listening", zap.String("http", "http://"+a.ln.Addr().String()))
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done():
+	}
+	a.log.Info("draining", zap.Duration("timeout", a.cfg.ShutdownTimeout))
+	deadline := time.Now().Add(a.cfg.ShutdownTimeout)
+	if a.edge != nil {
+		a.edge.Drain(a.cfg.ShutdownTimeout)
+	}
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	stopRoles()
+	err := g.Wait()
+	a.log.Info("stopped")
+	return err
+}
+
+// keys returns the token verifier and, when the key material allows, a signer.
+func keys(cfg *config, log *zap.Logger) (*auth.Verifier, *auth.Signer, error) {
+	if cfg.JWTPublicKey != "" {
+		pub, err := auth.LoadEd25519PublicKey(cfg.JWTPublicKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		v, err := auth.NewEdDSAVerifier(pub)
+		if err != nil {
+			return nil, nil, err
+		}
+		var s *auth.Signer
+		if cfg.JWTPrivateKey != "" {
+			priv, err := auth.LoadEd25519PrivateKey(cfg.JWTPrivateKey)
+			if err != nil {
+				return nil, nil, err
+			}
+			if s, err = auth.NewEdDSASigner(priv); err != nil {
+				return nil, nil, err
+			}
+		}
+		return v, s, nil
+	}
+	secret := cfg.JWTSecret
+	if secret == "" && cfg.Dev {
+		var err error
+		if secret, err = devSecret(cfg.Data); err != nil {
+			return nil, nil, err
+		}
+		if log != nil {
+			log.Warn("development mode: using the secret kept under --data", zap.String("jwt_secret", secret), zap.String("file", filepath.Join(cfg.Data, "dev-secret")))
+		}
+	}
+	if secret == "" {
+		return nil, nil, errors.New("no token key: give --jwt-secret (MESSENGER_JWT_SECRET) or --jwt-public-key, or --dev for a development secret")
+	}
+	v, err := auth.NewHS256Verifier([]byte(secret))
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := auth.NewHS256Signer([]byte(secret))
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, s, nil
+}
+
+// devSecret reads, or makes and keeps, the development secret under dir.
+func devSecret(dir string) (string, error) {
+	path := filepath.Join(dir, "dev-secret")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("dev secret: %w", err)
+	}
+	buf := make([]byte, 32)
+	_, _ = rand.Read(buf)
+	secret := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("dev secret: %w", err)
+	}
+	return secret, nil
+}
+
+func printToken(cfg *config, user string, ttl time.Duration) error {
+	if user == "" {
+		return errors.New("usage: messenger token <user> [--ttl 24h]")
+	}
+	_, s, err := keys(cfg, nil)
+	if err != nil {
+		return err
+	}
+	if s == nil {
+		return errors.New("EdDSA tokens need --jwt-private-key")
+	}
+	tok, err := s.Token(user, ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// config is every setting of every role. Each has a flag and an
+// environment variable MESSENGER_<FLAG> (upper case, - as _); a flag given
+// on the command line wins over the environment.
+type config struct {
+	HTTP            string
+	Data            string
+	NATS            string
+	NATSListen      string
+	JWTSecret       string
+	JWTPublicKey    string
+	JWTPrivateKey   string
+	Dev             bool
+	ClickHouse      string
+	ClickHouseDB    string
+	Partitions      int
+	Replicas        int
+	QueueMaxAge     time.Duration
+	DedupWindow     time.Duration
+	SyncAlways      bool
+	ShutdownTimeout time.Duration
+	AllowedOrigins  string
+	SendRate        float64
+	SendBurst       int
+	MaxText         int
+	MaxFrame        int
+	QueueFrames     int
+	PingInterval    time.Duration
+	IdleTimeout     time.Duration
+	FanoutShards    int
+	LogLevel        string
+}
+
+func (c *config) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP listen address (WebSocket, API, /healthz, /readyz, /metrics)")
+	fs.StringVar(&c.Data, "data", "./data", "directory for JetStream and other local state")
+	fs.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS URL(s), comma-separated, for the roles that run alone")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server (all, nats)")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for tokens (at least 16 bytes)")
+	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM file of an Ed25519 public key: tokens are EdDSA instead of HS256")
+	fs.StringVar(&c.JWTPrivateKey, "jwt-private-key", "", "PEM file of the Ed25519 private key, for `messenger token` with EdDSA")
+	fs.BoolVar(&c.Dev, "dev", false, "development mode: make and keep a secret under --data, print it, enable the web sign-in")
+	fs.StringVar(&c.ClickHouse, "clickhouse", "127.0.0.1:9000", "ClickHouse native-protocol address")
+	fs.StringVar(&c.ClickHouseDB, "clickhouse-db", "messenger", "ClickHouse database")
+	fs.IntVar(&c.Partitions, "partitions", 4, "conversation and queue stream partitions (fixed at first start)")
+	fs.IntVar(&c.Replicas, "replicas", 1, "replicas per stream (3 in a cluster)")
+	fs.DurationVar(&c.QueueMaxAge, "queue-max-age", 30*24*time.Hour, "how long a user's queue keeps stored events")
+	fs.DurationVar(&c.DedupWindow, "dedup-window", 10*time.Minute, "how long a resent client id is recognised")
+	fs.BoolVar(&c.SyncAlways, "sync-always", false, "embedded NATS: fsync every write before acking (survives power loss, slower)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "drain deadline on SIGTERM")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated Origins allowed for browser WebSockets (* for any)")
+	fs.Float64Var(&c.SendRate, "send-rate", 20, "sends per second per user")
+	fs.IntVar(&c.SendBurst, "send-burst", 50, "burst of sends per user")
+	fs.IntVar(&c.MaxText, "max-text", 4096, "largest text in bytes")
+	fs.IntVar(&c.MaxFrame, "max-frame", 32<<10, "largest WebSocket frame in bytes")
+	fs.IntVar(&c.QueueFrames, "queue-frames", 1024, "frames that may wait for a slow reader before it is closed with 4008")
+	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "server ping interval on idle connections")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "close a connection silent for this long")
+	fs.IntVar(&c.FanoutShards, "fanout-shards", 32, "queue-writer goroutines of the fan-out")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// envName is the environment variable of a flag.
+func envName(flagName string) string {
+	return "MESSENGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parse reads args, then fills every flag not given from its environment variable.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			}
+		}
+	})
+	return err
+}
+
+func (c *config) origins() []string {
+	var out []string
+	for _, o := range strings.Split(c.AllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}

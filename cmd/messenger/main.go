@@ -1,0 +1,80 @@
+// Command messenger runs the messaging platform: every role in one process
+// (`all`), or one role each (`nats`, `edge`, `fanout`), and mints tokens
+// (`token`). main only parses, wires and waits; see app.go.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+const usage = `usage: messenger <command> [flags]
+
+commands:
+  all      every role in one process, with an embedded NATS server (single box)
+  nats     the embedded NATS server alone (JetStream under --data)
+  edge     WebSocket and HTTP API, against --nats
+  fanout   per-recipient fan-out, against --nats
+  token    print a token: messenger token <user> [--ttl 24h]
+
+Every flag also reads MESSENGER_<FLAG>; run 'messenger <command> -h' for the flags.
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "messenger:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return flag.ErrHelp
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("messenger "+cmd, flag.ContinueOnError)
+	var cfg config
+	cfg.flags(fs)
+	switch cmd {
+	case "token":
+		ttl := fs.Duration("ttl", 24*time.Hour, "token lifetime")
+		var user string
+		if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+			user, args = args[0], args[1:]
+		}
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if user == "" && fs.NArg() > 0 {
+			user = fs.Arg(0)
+		}
+		return printToken(&cfg, user, *ttl)
+	case "all", "nats", "edge", "fanout":
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+	case "-h", "--help", "help":
+		fmt.Fprint(os.Stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	a, cleanup, err := build(ctx, cmd, &cfg)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	return a.run(ctx)
+}

@@ -1,0 +1,224 @@
+package auth
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// ErrUnauthorized is wrapped by every error Verify returns, so that callers
+// can answer 401 with errors.Is without depending on the reason text.
+var ErrUnauthorized = errors.New("unauthorized")
+
+const (
+	// maxIDLen bounds identifiers so that they stay cheap to store, index
+	// and log.
+	maxIDLen = 64
+
+	// minSecretLen rejects secrets too short to resist offline brute force
+	// of an HS256 signature.
+	minSecretLen = 16
+)
+
+// ValidID reports whether s matches [A-Za-z0-9_-]{1,64}. It is written as a
+// byte loop rather than a regexp because it runs on every request.
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Verifier checks tokens; safe for concurrent use.
+type Verifier struct {
+	alg    string
+	key    any
+	parser *jwt.Parser
+}
+
+// NewHS256Verifier returns a Verifier that only accepts HS256 tokens signed
+// with secret. The secret is copied so later mutation by the caller cannot
+// change which tokens are accepted.
+func NewHS256Verifier(secret []byte) (*Verifier, error) {
+	if len(secret) < minSecretLen {
+		return nil, fmt.Errorf("auth: HS256 verifier: secret is %d bytes, need at least %d", len(secret), minSecretLen)
+	}
+	return newVerifier(jwt.SigningMethodHS256.Alg(), append([]byte(nil), secret...)), nil
+}
+
+// NewEdDSAVerifier returns a Verifier that only accepts EdDSA tokens signed
+// by the private half of pub.
+func NewEdDSAVerifier(pub ed25519.PublicKey) (*Verifier, error) {
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("auth: EdDSA verifier: public key is %d bytes, want %d", len(pub), ed25519.PublicKeySize)
+	}
+	return newVerifier(jwt.SigningMethodEdDSA.Alg(), append(ed25519.PublicKey(nil), pub...)), nil
+}
+
+func newVerifier(alg string, key any) *Verifier {
+	return &Verifier{
+		alg: alg,
+		key: key,
+		// The parser is built once: it holds only configuration, and
+		// rebuilding it per call would allocate on the hot path.
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{alg}),
+			jwt.WithExpirationRequired(),
+			jwt.WithLeeway(0),
+		),
+	}
+}
+
+// keyFunc repeats the algorithm check that WithValidMethods already makes,
+// and also checks the method's concrete type, so that a change to parser
+// options can never hand an HMAC secret to a different method (the classic
+// alg-confusion attack).
+func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+	if t.Method == nil || t.Method.Alg() != v.alg {
+		return nil, fmt.Errorf("unexpected signing method %v", t.Header["alg"])
+	}
+	var ok bool
+	switch v.alg {
+	case jwt.SigningMethodHS256.Alg():
+		_, ok = t.Method.(*jwt.SigningMethodHMAC)
+	case jwt.SigningMethodEdDSA.Alg():
+		_, ok = t.Method.(*jwt.SigningMethodEd25519)
+	}
+	if !ok {
+		return nil, fmt.Errorf("unexpected signing method type %T", t.Method)
+	}
+	return v.key, nil
+}
+
+// Verify returns the user id and the expiry of a valid token, or an error wrapping ErrUnauthorized with a short reason.
+func (v *Verifier) Verify(token string) (user string, exp time.Time, err error) {
+	if token == "" {
+		return "", time.Time{}, fmt.Errorf("%w: missing token", ErrUnauthorized)
+	}
+	var claims jwt.RegisteredClaims
+	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc); err != nil {
+		return "", time.Time{}, fmt.Errorf("%w: %s", ErrUnauthorized, reason(err))
+	}
+	// The parser enforces exp, but a nil check keeps this safe should the
+	// options ever change.
+	if claims.ExpiresAt == nil {
+		return "", time.Time{}, fmt.Errorf("%w: missing exp", ErrUnauthorized)
+	}
+	if !ValidID(claims.Subject) {
+		return "", time.Time{}, fmt.Errorf("%w: invalid sub", ErrUnauthorized)
+	}
+	return claims.Subject, claims.ExpiresAt.Time, nil
+}
+
+// reason turns a jwt error into a short, stable phrase. The library's own
+// messages are long and may echo attacker-controlled header values, so they
+// are not passed through to clients.
+func reason(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "malformed token"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "unexpected signing method"
+	case errors.Is(err, jwt.ErrSignatureInvalid), errors.Is(err, jwt.ErrEd25519Verification):
+		return "bad signature"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		// WithValidMethods reports a disallowed alg as ErrTokenSignatureInvalid
+		// with no underlying verification error; a real signature mismatch
+		// is caught by the case above.
+		return "algorithm not allowed"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "missing exp"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "token not yet valid"
+	default:
+		return "invalid token"
+	}
+}
+
+// Signer mints tokens with the same key material.
+type Signer struct {
+	method jwt.SigningMethod
+	key    any
+}
+
+// NewHS256Signer returns a Signer for HS256. The same minimum length as the
+// verifier applies, so a Signer never mints tokens no Verifier would accept.
+func NewHS256Signer(secret []byte) (*Signer, error) {
+	if len(secret) < minSecretLen {
+		return nil, fmt.Errorf("auth: HS256 signer: secret is %d bytes, need at least %d", len(secret), minSecretLen)
+	}
+	return &Signer{method: jwt.SigningMethodHS256, key: append([]byte(nil), secret...)}, nil
+}
+
+// NewEdDSASigner returns a Signer for EdDSA.
+func NewEdDSASigner(priv ed25519.PrivateKey) (*Signer, error) {
+	if len(priv) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("auth: EdDSA signer: private key is %d bytes, want %d", len(priv), ed25519.PrivateKeySize)
+	}
+	return &Signer{method: jwt.SigningMethodEdDSA, key: append(ed25519.PrivateKey(nil), priv...)}, nil
+}
+
+// Token returns a token for user valid for ttl. It refuses inputs that Verify
+// would reject, so a bad token fails at issue time rather than at first use.
+func (s *Signer) Token(user string, ttl time.Duration) (string, error) {
+	if !ValidID(user) {
+		return "", fmt.Errorf("auth: sign token: invalid user id %q", user)
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("auth: sign token: ttl must be positive, got %v", ttl)
+	}
+	// Whole seconds are what NumericDate encodes by default; truncating here
+	// keeps iat and exp consistent with each other.
+	now := time.Now().Truncate(time.Second)
+	claims := jwt.RegisteredClaims{
+		Subject:   user,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}
+	tok, err := jwt.NewWithClaims(s.method, claims).SignedString(s.key)
+	if err != nil {
+		return "", fmt.Errorf("auth: sign token for %q: %w", user, err)
+	}
+	return tok, nil
+}
+
+// FromRequest extracts the token: the Authorization: Bearer header wins; else
+// the access_token query parameter. Returns "" if none. The query fallback
+// exists for clients such as browser WebSockets that cannot set headers.
+func FromRequest(r *http.Request) string {
+	if r == nil {
+		return ""
+	}
+	if tok := bearer(r.Header.Get("Authorization")); tok != "" {
+		return tok
+	}
+	if r.URL == nil {
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// bearer returns the credentials of a Bearer authorization value. The scheme
+// is matched case-insensitively, as RFC 7235 requires.
+func bearer(h string) string {
+	const scheme = "bearer"
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) || h[len(scheme)] != ' ' {
+		return ""
+	}
+	return strings.TrimSpace(h[len(scheme)+1:])
+}

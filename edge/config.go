@@ -1,0 +1,84 @@
+package edge
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config of an edge. The zero value gets the defaults of PROTOCOL.md
+// section 9 from withDefaults.
+type Config struct {
+	// MaxText is the largest text in bytes. Default 4096.
+	MaxText int
+	// MaxFrame is the largest client frame in bytes (1009 beyond). Default 32 KiB.
+	MaxFrame int
+	// SendRate and SendBurst bound each user's sends per second on this edge.
+	// Defaults 20 and 50.
+	SendRate  float64
+	SendBurst int
+	// QueueFrames and QueueBytes bound what waits to be written to one
+	// connection; a reader that falls further behind is closed with 4008.
+	// Defaults 1024 frames and 4 MiB.
+	QueueFrames int
+	QueueBytes  int
+	// PingInterval is how often the server pings an idle connection; a
+	// connection that sends nothing (not even a pong) for IdleTimeout is
+	// closed. Defaults 20s and 60s.
+	PingInterval time.Duration
+	IdleTimeout  time.Duration
+	// AllowedOrigins lists the Origin values a browser WebSocket may come
+	// from; "*" allows any. Requests with no Origin (non-browser clients) and
+	// same-host origins are always allowed.
+	AllowedOrigins []string
+	// PublishTimeout bounds a store in JetStream before a send is answered
+	// unavailable. Default 5s.
+	PublishTimeout time.Duration
+	// ReplayBatch is how many queue entries one read brings back. Default 256.
+	ReplayBatch int
+	// MaxReplays bounds the replays (catch-ups from a cursor) running at once.
+	// Default 256.
+	MaxReplays int
+	// ConvCache bounds the conversations whose state is kept. Default 100,000.
+	ConvCache int
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxText, 4096)
+	def(&c.MaxFrame, 32<<10)
+	def(&c.SendBurst, 50)
+	def(&c.QueueFrames, 1024)
+	def(&c.QueueBytes, 4<<20)
+	def(&c.ReplayBatch, 256)
+	def(&c.MaxReplays, 256)
+	def(&c.ConvCache, 100_000)
+	if c.SendRate <= 0 {
+		c.SendRate = 20
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 20 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+	return c
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.MaxFrame < c.MaxText+256 {
+		return fmt.Errorf("edge: frame limit %d is too small for texts of %d bytes", c.MaxFrame, c.MaxText)
+	}
+	if c.IdleTimeout <= c.PingInterval {
+		return fmt.Errorf("edge: idle timeout %s must exceed the ping interval %s", c.IdleTimeout, c.PingInterval)
+	}
+	return nil
+}

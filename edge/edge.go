@@ -1,0 +1,216 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"messenger/edge/auth"
+	"messenger/streams"
+)
+
+// Edge serves clients over WebSocket and HTTP.
+type Edge struct {
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	h        *streams.Handles
+	verifier *auth.Verifier
+	log      *zap.Logger
+	m        *metrics
+
+	convs       *convCache
+	hub         *hub
+	limits      *limiters
+	inflight    inflight
+	upgrader    *gws.Upgrader
+	replaySlots chan struct{}
+	stopping    chan struct{}
+	stopOnce    sync.Once
+	draining    atomic.Bool
+	heads       headCache
+}
+
+// New makes an edge. Its NATS connection's error handler should call
+// Edge.NATSErrorHandler and its reconnect handler Edge.NATSReconnected, so
+// that announcements NATS dropped are refilled from the queues.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, h *streams.Handles, v *auth.Verifier, log *zap.Logger, reg prometheus.Registerer) (*Edge, error) {
+	if nc == nil || js == nil || h == nil || v == nil || log == nil {
+		return nil, errors.New("edge: missing dependency")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	e := &Edge{
+		cfg: cfg, nc: nc, js: js, h: h, verifier: v,
+		log:         log.With(zap.String("component", "edge")),
+		m:           newMetrics(reg),
+		convs:       newConvCache(cfg.ConvCache),
+		limits:      newLimiters(cfg.SendRate, cfg.SendBurst),
+		replaySlots: make(chan struct{}, cfg.MaxReplays),
+		stopping:    make(chan struct{}),
+	}
+	e.hub = newHub(e)
+	e.heads.parts = make([]headEntry, len(h.Queue))
+	e.upgrader = gws.NewUpgrader(&wsHandler{e: e}, &gws.ServerOption{
+		ReadMaxPayloadSize: cfg.MaxFrame,
+		CheckUtf8Enabled:   true,
+		HandshakeTimeout:   10 * time.Second,
+		NewSession:         func() gws.SessionStorage { return &sessionSlot{} },
+		Authorize:          func(*http.Request, gws.SessionStorage) bool { return true },
+	})
+	return e, nil
+}
+
+// Run dispatches live announcements and keeps connections alive until ctx
+// ends. Call Drain before cancelling ctx for a graceful stop.
+func (e *Edge) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { defer close(done); e.hub.run() }()
+	t := time.NewTicker(e.cfg.PingInterval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			e.stop()
+			for _, ch := range e.hub.dispatch {
+				close(ch)
+			}
+			<-done
+			return nil
+		case now := <-t.C:
+			e.keepAlive(now)
+			e.limits.sweep(now)
+		}
+	}
+}
+
+func (e *Edge) stop() { e.stopOnce.Do(func() { close(e.stopping) }) }
+
+// keepAlive pings connections, closes idle ones and those whose token expired.
+func (e *Edge) keepAlive(now time.Time) {
+	for _, s := range e.hub.all() {
+		switch {
+		case !s.exp.IsZero() && now.After(s.exp):
+			s.close(closeTokenExpiry, "token expired")
+		case now.Sub(time.Unix(0, s.lastRead.Load())) > e.cfg.IdleTimeout:
+			s.close(closeGoingAway, "idle")
+		case now.Sub(time.Unix(0, s.lastRead.Load())) > e.cfg.PingInterval:
+			if ws, ok := s.out.(*wsSink); ok {
+				ws.ping()
+			}
+		}
+	}
+}
+
+// Drain stops taking new work: /readyz answers 503, sends answer
+// unavailable, WebSockets close with 1001; it returns once the sends in
+// flight are answered or timeout passes.
+func (e *Edge) Drain(timeout time.Duration) {
+	e.draining.Store(true)
+	ok := e.inflight.close(timeout)
+	for _, s := range e.hub.all() {
+		s.close(closeGoingAway, "server is draining: reconnect")
+	}
+	e.stop()
+	if !ok {
+		e.log.Warn("drain: sends still in flight at the deadline")
+	}
+}
+
+// Ready tells whether this edge accepts and stores messages now.
+func (e *Edge) Ready() bool {
+	return !e.draining.Load() && e.nc.Status() == nats.CONNECTED
+}
+
+// NATSErrorHandler refills users whose announcements NATS dropped.
+func (e *Edge) NATSErrorHandler(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrSlowConsumer) {
+		if user, ok := userOfSub(sub); ok {
+			e.m.gaps.Inc()
+			e.hub.refill(user)
+			return
+		}
+	}
+	e.log.Warn("nats", zap.Error(err))
+}
+
+// NATSReconnected refills every session: announcements sent while the
+// connection was down are lost.
+func (e *Edge) NATSReconnected(*nats.Conn) { e.hub.refillAll() }
+
+// online tells whether user has a connection on any edge: an edge holding
+// one answers the probe on the user's live subject.
+func (e *Edge) online(user string) bool {
+	if e.hub.has(user) {
+		return true
+	}
+	_, err := e.nc.Request(e.h.Layout.Live(user), nil, 250*time.Millisecond)
+	return err == nil
+}
+
+// headCache keeps, per queue stream, its first and last sequence, read at
+// most every headTTL.
+type headCache struct {
+	mu    sync.Mutex
+	parts []headEntry
+}
+
+type headEntry struct {
+	first, last uint64
+	at          time.Time
+}
+
+const headTTL = 2 * time.Second
+
+func (e *Edge) queueBounds(ctx context.Context, p int) (first, last uint64, err error) {
+	e.heads.mu.Lock()
+	he := e.heads.parts[p]
+	e.heads.mu.Unlock()
+	if time.Since(he.at) < headTTL {
+		return he.first, he.last, nil
+	}
+	info, err := e.h.Queue[p].Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("edge: queue stream info: %w", err)
+	}
+	he = headEntry{first: info.State.FirstSeq, last: info.State.LastSeq, at: time.Now()}
+	e.heads.mu.Lock()
+	e.heads.parts[p] = he
+	e.heads.mu.Unlock()
+	return he.first, he.last, nil
+}
+
+// queueHead is the cursor of the user's newest stored event, or for a user
+// with none, a position before anything it will get.
+func (e *Edge) queueHead(ctx context.Context, user string) (head, first uint64, err error) {
+	p := e.h.Layout.UserPartition(user)
+	first, last, err := e.queueBounds(ctx, p)
+	if err != nil {
+		return 0, 0, err
+	}
+	m, err := e.h.Queue[p].GetLastMsgForSubject(ctx, e.h.Layout.Queue(user))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return last, first, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("edge: queue head of %s: %w", user, err)
+	}
+	return m.Sequence, first, nil
+}
+
+// cursorValid tells whether a client cursor can be resumed from.
+func cursorValid(c, head, first uint64) bool {
+	return c <= head && (first == 0 || c+1 >= first)
+}

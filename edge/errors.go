@@ -1,0 +1,82 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Client-facing error codes of PROTOCOL.md section 9.
+const (
+	CodeBadRequest    = "bad_request"
+	CodeUnauthorized  = "unauthorized"
+	CodeForbidden     = "forbidden"
+	CodeNotFound      = "not_found"
+	CodeTooLarge      = "too_large"
+	CodeRateLimited   = "rate_limited"
+	CodeConflict      = "conflict"
+	CodeCursorExpired = "cursor_expired"
+	CodeUnavailable   = "unavailable"
+)
+
+// Error is an error for a client: a code of PROTOCOL.md and a message.
+type Error struct {
+	Code       string
+	Message    string
+	RetryAfter time.Duration // rate_limited only
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Status is the HTTP status of the code.
+func (e *Error) Status() int {
+	switch e.Code {
+	case CodeBadRequest:
+		return http.StatusBadRequest
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
+	case CodeCursorExpired:
+		return http.StatusGone
+	default:
+		return http.StatusServiceUnavailable
+	}
+}
+
+func errf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+var errForbidden = &Error{Code: CodeForbidden, Message: "not a member of this conversation"}
+
+func errUnavailable(what string, err error) *Error {
+	return &Error{Code: CodeUnavailable, Message: what + ": storage unavailable, retry"}
+}
+
+// frame is the error frame of the WebSocket protocol.
+func (e *Error) frame(id string) []byte {
+	b := []byte(`{"type":"error"`)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = strconv.AppendQuote(b, id)
+	}
+	b = append(b, `,"code":`...)
+	b = strconv.AppendQuote(b, e.Code)
+	b = append(b, `,"message":`...)
+	b = strconv.AppendQuote(b, e.Message)
+	if e.Code == CodeRateLimited {
+		b = append(b, `,"retry_after_ms":`...)
+		b = strconv.AppendInt(b, max(e.RetryAfter.Milliseconds(), 1), 10)
+	}
+	return append(b, '}')
+}

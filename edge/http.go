@@ -1,0 +1,163 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"messenger/edge/auth"
+	"messenger/services/event"
+	"messenger/streams"
+)
+
+// maxBody bounds an HTTP request body.
+const maxBody = 64 << 10
+
+// Routes registers the edge's endpoints on mux.
+func (e *Edge) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/ws", e.ServeWS)
+	mux.HandleFunc("POST /v1/messages", e.authed(e.postMessage))
+	mux.HandleFunc("POST /v1/receipts", e.authed(e.postReceipt))
+	mux.HandleFunc("GET /v1/conversations/{conv}", e.authed(e.getConversation))
+}
+
+type authedHandler func(w http.ResponseWriter, r *http.Request, user string)
+
+func (e *Edge) authed(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		user, _, err := e.verifier.Verify(auth.FromRequest(r))
+		if err != nil {
+			writeError(w, errf(CodeUnauthorized, "%v", err))
+			return
+		}
+		h(w, r, user)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *Error) {
+	if e.Code == CodeRateLimited {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(max(time.Second, e.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+	writeJSON(w, e.Status(), map[string]any{"error": map[string]string{"code": e.Code, "message": e.Message}})
+}
+
+// readBody decodes a JSON object body into v, refusing what decoding would
+// repair silently.
+func readBody(w http.ResponseWriter, r *http.Request, v any) *Error {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return errf(CodeTooLarge, "body over %d bytes", maxBody)
+		}
+		return errf(CodeBadRequest, "cannot read body: %v", err)
+	}
+	if cerr := checkJSONText(raw); cerr != nil {
+		return cerr
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return errf(CodeBadRequest, "body is not a valid JSON object: %v", err)
+	}
+	return nil
+}
+
+func (e *Edge) postMessage(w http.ResponseWriter, r *http.Request, user string) {
+	var req SendRequest
+	if cerr := readBody(w, r, &req); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	ack, cerr := e.Send(r.Context(), user, &req)
+	if cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	ack.Type = ""
+	writeJSON(w, http.StatusOK, ack)
+}
+
+func (e *Edge) postReceipt(w http.ResponseWriter, r *http.Request, user string) {
+	var req ReceiptRequest
+	if cerr := readBody(w, r, &req); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	if cerr := e.Receipt(r.Context(), user, &req); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{})
+}
+
+// MemberView is a member in GET /v1/conversations/{conv}.
+type MemberView struct {
+	User         string `json:"user"`
+	Role         string `json:"role"`
+	DeliveredSeq uint64 `json:"delivered_seq"`
+	ReadSeq      uint64 `json:"read_seq"`
+}
+
+// ConversationView is GET /v1/conversations/{conv}.
+type ConversationView struct {
+	Conv      string       `json:"conv"`
+	Kind      string       `json:"kind"`
+	Title     string       `json:"title"`
+	JoinedSeq uint64       `json:"joined_seq"`
+	Members   []MemberView `json:"members"`
+}
+
+func (e *Edge) getConversation(w http.ResponseWriter, r *http.Request, user string) {
+	conv := r.PathValue("conv")
+	if !validID(conv) {
+		writeError(w, errForbidden) // the same answer whether it exists or not
+		return
+	}
+	v, cerr := e.Conversation(r.Context(), user, conv)
+	if cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// Conversation is a conversation's members and their watermarks, for a member.
+func (e *Edge) Conversation(ctx context.Context, user, conv string) (*ConversationView, *Error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
+	defer cancel()
+	m, _, err := e.meta(ctx, conv)
+	if err != nil {
+		return nil, errUnavailable("conversation", err)
+	}
+	if m == nil || !m.has(user) {
+		return nil, errForbidden
+	}
+	v := &ConversationView{Conv: conv, Kind: m.Kind, Title: m.Title, JoinedSeq: 1, Members: []MemberView{}}
+	for _, u := range m.Members {
+		mv := MemberView{User: u, Role: "member"}
+		entry, err := e.h.Watermarks.Get(ctx, streams.WatermarkKey(conv, u))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return nil, errUnavailable("conversation", err)
+		default:
+			var wm event.Watermark
+			if json.Unmarshal(entry.Value(), &wm) == nil {
+				mv.DeliveredSeq, mv.ReadSeq = wm.Delivered, wm.Read
+			}
+		}
+		v.Members = append(v.Members, mv)
+	}
+	return v, nil
+}

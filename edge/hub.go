@@ -1,0 +1,188 @@
+package edge
+
+import (
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"messenger/services/event"
+	"messenger/subjects"
+)
+
+// hub knows the sessions of each user connected to this edge and holds the
+// one live subscription per such user: an edge receives announcements only
+// for users it holds.
+type hub struct {
+	e      *Edge
+	shards [64]struct {
+		mu    sync.Mutex
+		users map[string]*userEntry
+	}
+	dispatch []chan *nats.Msg
+}
+
+type userEntry struct {
+	sessions []*session
+	sub      *nats.Subscription
+}
+
+const (
+	dispatchShards = 16
+	dispatchDepth  = 8192
+)
+
+func newHub(e *Edge) *hub {
+	h := &hub{e: e}
+	for i := range h.shards {
+		h.shards[i].users = make(map[string]*userEntry)
+	}
+	for i := 0; i < dispatchShards; i++ {
+		h.dispatch = append(h.dispatch, make(chan *nats.Msg, dispatchDepth))
+	}
+	return h
+}
+
+func (h *hub) shard(user string) *struct {
+	mu    sync.Mutex
+	users map[string]*userEntry
+} {
+	return &h.shards[subjects.Partition(user, len(h.shards))]
+}
+
+// run dispatches live announcements until the channels are closed.
+func (h *hub) run() {
+	var wg sync.WaitGroup
+	for _, ch := range h.dispatch {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range ch {
+				h.handle(m)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// add registers s and subscribes to its user's announcements if it is the
+// user's first session here.
+func (h *hub) add(s *session) error {
+	sh := h.shard(s.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ue := sh.users[s.user]
+	if ue == nil {
+		ch := h.dispatch[subjects.Partition(s.user, len(h.dispatch))]
+		sub, err := h.e.nc.ChanSubscribe(h.e.h.Layout.Live(s.user), ch)
+		if err != nil {
+			return err
+		}
+		ue = &userEntry{sub: sub}
+		sh.users[s.user] = ue
+	}
+	ue.sessions = append(ue.sessions, s)
+	return nil
+}
+
+// remove forgets s, and the subscription with the user's last session.
+func (h *hub) remove(s *session) {
+	sh := h.shard(s.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ue := sh.users[s.user]
+	if ue == nil {
+		return
+	}
+	for i, x := range ue.sessions {
+		if x == s {
+			ue.sessions = append(ue.sessions[:i], ue.sessions[i+1:]...)
+			break
+		}
+	}
+	if len(ue.sessions) == 0 {
+		_ = ue.sub.Unsubscribe()
+		delete(sh.users, s.user)
+	}
+}
+
+func (h *hub) sessionsOf(user string) []*session {
+	sh := h.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ue := sh.users[user]; ue != nil {
+		return append([]*session(nil), ue.sessions...)
+	}
+	return nil
+}
+
+func (h *hub) has(user string) bool {
+	sh := h.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.users[user] != nil
+}
+
+// all returns every session, for draining and keep-alives.
+func (h *hub) all() []*session {
+	var out []*session
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, ue := range sh.users {
+			out = append(out, ue.sessions...)
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// handle is one message on a live subject: an announcement from the
+// fan-out, or an online probe from another edge (it has a reply subject).
+func (h *hub) handle(m *nats.Msg) {
+	sp, err := subjects.Parse(m.Subject)
+	if err != nil {
+		return
+	}
+	if m.Reply != "" {
+		if h.has(sp.ID) {
+			_ = m.Respond([]byte("1"))
+		}
+		return
+	}
+	seq, prev, doc, err := event.DecodeLive(m.Data)
+	if err != nil {
+		h.e.log.Warn("bad live announcement", zap.String("subject", m.Subject))
+		return
+	}
+	for _, s := range h.sessionsOf(sp.ID) {
+		s.offer(seq, prev, doc)
+	}
+}
+
+// refill makes every session of user catch up from the queue: after NATS
+// dropped announcements to this edge.
+func (h *hub) refill(user string) {
+	for _, s := range h.sessionsOf(user) {
+		s.catchUp(false)
+	}
+}
+
+// refillAll does it for every session (after a reconnect to NATS).
+func (h *hub) refillAll() {
+	for _, s := range h.all() {
+		s.catchUp(false)
+	}
+}
+
+// userOfSub maps a dropped-messages report back to its user.
+func userOfSub(sub *nats.Subscription) (string, bool) {
+	if sub == nil {
+		return "", false
+	}
+	sp, err := subjects.Parse(sub.Subject)
+	if err != nil || sp.Prefix != subjects.LivePrefix {
+		return "", false
+	}
+	return sp.ID, true
+}

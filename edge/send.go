@@ -1,0 +1,236 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"messenger/services/event"
+	"messenger/streams"
+)
+
+// SendRequest is a send frame or POST /v1/messages body.
+type SendRequest struct {
+	ID   string  `json:"id"`
+	To   string  `json:"to"`
+	Conv string  `json:"conv"`
+	Text *string `json:"text"`
+}
+
+// Ack answers a stored send.
+type Ack struct {
+	Type   string `json:"type,omitempty"`
+	ID     string `json:"id"`
+	Conv   string `json:"conv"`
+	Seq    uint64 `json:"seq"`
+	TS     int64  `json:"ts"`
+	Online *bool  `json:"online,omitempty"`
+}
+
+func (e *Edge) validateSend(user string, r *SendRequest) *Error {
+	if !validID(r.ID) {
+		return errf(CodeBadRequest, "id must be 1-64 characters of [A-Za-z0-9_-]")
+	}
+	if (r.To == "") == (r.Conv == "") {
+		return errf(CodeBadRequest, "exactly one of to and conv is required")
+	}
+	if r.To != "" {
+		if !validID(r.To) {
+			return errf(CodeBadRequest, "to is not a valid user id")
+		}
+		if r.To == user {
+			return errf(CodeBadRequest, "cannot send to oneself")
+		}
+	}
+	if r.Conv != "" && !validID(r.Conv) {
+		return errf(CodeBadRequest, "conv is not a valid conversation id")
+	}
+	if r.Text == nil || *r.Text == "" {
+		return errf(CodeBadRequest, "text is required")
+	}
+	if len(*r.Text) > e.cfg.MaxText {
+		return errf(CodeTooLarge, "text is over %d bytes", e.cfg.MaxText)
+	}
+	return nil
+}
+
+// Send stores a text message and answers its ack: only once JetStream has
+// stored it. raw is the client's JSON, checked for what decoding hides.
+func (e *Edge) Send(ctx context.Context, user string, r *SendRequest) (*Ack, *Error) {
+	start := time.Now()
+	ack, cerr := e.send(ctx, user, r)
+	result := "ack"
+	if cerr != nil {
+		result = cerr.Code
+	} else {
+		e.m.ackLatency.Observe(time.Since(start).Seconds())
+	}
+	e.m.sends.WithLabelValues(result).Inc()
+	return ack, cerr
+}
+
+func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Error) {
+	if cerr := e.validateSend(user, r); cerr != nil {
+		return nil, cerr
+	}
+	if wait, ok := e.limits.allow(user); !ok {
+		return nil, &Error{Code: CodeRateLimited, Message: "too many sends", RetryAfter: wait}
+	}
+	if !e.inflight.enter() {
+		return nil, errf(CodeUnavailable, "server is draining, reconnect")
+	}
+	defer e.inflight.leave()
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
+	defer cancel()
+
+	var st *convState
+	conv := r.Conv
+	if r.To != "" {
+		conv = event.DirectConv(user, r.To)
+		var err error
+		if st, err = e.ensureDirect(ctx, conv, user, r.To); err != nil {
+			e.log.Warn("record conversation", zap.Error(err))
+			return nil, errUnavailable("send", err)
+		}
+	} else {
+		m, s, err := e.meta(ctx, conv)
+		if err != nil {
+			return nil, errUnavailable("send", err)
+		}
+		if m == nil || !m.has(user) {
+			return nil, errForbidden
+		}
+		st = s
+		if m.Kind == event.ConvDirect {
+			for _, u := range m.Members {
+				if u != user {
+					r.To = u
+				}
+			}
+		}
+	}
+	var onlineCh chan bool
+	if r.To != "" {
+		// Asked while the message is stored, so it costs no latency.
+		onlineCh = make(chan bool, 1)
+		go func(to string) { onlineCh <- e.online(to) }(r.To)
+	}
+	ack, err := e.publish(ctx, st, conv, user, r)
+	if err != nil {
+		e.log.Warn("store message", zap.String("conv", conv), zap.Error(err))
+		return nil, errUnavailable("send", err)
+	}
+	if onlineCh != nil {
+		online := <-onlineCh
+		ack.Online = &online
+	}
+	return ack, nil
+}
+
+// publish assigns the next seq of conv and stores the event, retrying when
+// another edge took the seq first (the expected-last-subject-sequence check).
+func (e *Edge) publish(ctx context.Context, st *convState, conv, user string, r *SendRequest) (*Ack, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	stream := e.h.ConvStreamOf(conv)
+	subject := e.h.Layout.ConvEvents(conv)
+	for attempt := 0; ; attempt++ {
+		if !st.loaded {
+			if err := e.loadLast(ctx, conv, st); err != nil {
+				return nil, err
+			}
+		}
+		ev := event.Msg{
+			V: event.Version, Type: event.TypeMsg, Conv: conv, Seq: st.seq + 1,
+			TS: max(time.Now().UnixMilli(), st.ts), From: user, ID: r.ID,
+			Kind: event.KindText, Text: *r.Text, To: r.To,
+		}
+		data, _ := json.Marshal(ev)
+		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, user+":"+r.ID)
+		pa, err := e.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(st.streamSeq))
+		if err != nil {
+			if streams.IsWrongLastSequence(err) && attempt < 50 {
+				e.m.conflicts.Inc()
+				st.loaded = false
+				continue
+			}
+			st.loaded = false
+			return nil, err
+		}
+		if pa.Duplicate {
+			// A resend: answer the first ack, whatever this text was.
+			orig, err := stream.GetMsg(ctx, pa.Sequence)
+			if err != nil {
+				return nil, err
+			}
+			var m event.Msg
+			if err := json.Unmarshal(orig.Data, &m); err != nil {
+				return nil, err
+			}
+			e.m.sends.WithLabelValues("duplicate").Inc()
+			return &Ack{Type: "ack", ID: r.ID, Conv: m.Conv, Seq: m.Seq, TS: m.TS}, nil
+		}
+		st.seq, st.streamSeq, st.ts = ev.Seq, pa.Sequence, ev.TS
+		return &Ack{Type: "ack", ID: r.ID, Conv: conv, Seq: ev.Seq, TS: ev.TS}, nil
+	}
+}
+
+// ReceiptRequest is a receipt frame or POST /v1/receipts body.
+type ReceiptRequest struct {
+	Conv   string `json:"conv"`
+	Seq    *int64 `json:"seq"`
+	Status string `json:"status"`
+}
+
+// Receipt stores a delivered or read watermark of user in a conversation.
+func (e *Edge) Receipt(ctx context.Context, user string, r *ReceiptRequest) *Error {
+	if !validID(r.Conv) {
+		return errf(CodeBadRequest, "conv is not a valid conversation id")
+	}
+	if r.Seq == nil || *r.Seq < 1 {
+		return errf(CodeBadRequest, "seq must be a positive integer")
+	}
+	if r.Status != event.StatusDelivered && r.Status != event.StatusRead {
+		return errf(CodeBadRequest, "status must be delivered or read")
+	}
+	if !e.inflight.enter() {
+		return errf(CodeUnavailable, "server is draining, reconnect")
+	}
+	defer e.inflight.leave()
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
+	defer cancel()
+	m, st, err := e.meta(ctx, r.Conv)
+	if err != nil {
+		return errUnavailable("receipt", err)
+	}
+	if m == nil || !m.has(user) {
+		return errForbidden
+	}
+	seq := uint64(*r.Seq)
+	st.mu.Lock()
+	if !st.loaded || seq > st.seq {
+		err = e.loadLast(ctx, r.Conv, st)
+	}
+	last := st.seq
+	st.mu.Unlock()
+	if err != nil {
+		return errUnavailable("receipt", err)
+	}
+	if seq > last {
+		return errf(CodeBadRequest, "seq %d is beyond the last event %d of the conversation", seq, last)
+	}
+	data, _ := json.Marshal(event.Receipt{
+		V: event.Version, Type: event.TypeReceipt, Conv: r.Conv, Seq: seq,
+		User: user, Status: r.Status, TS: time.Now().UnixMilli(),
+	})
+	if _, err := e.js.Publish(ctx, e.h.Layout.Receipts(r.Conv), data); err != nil {
+		e.log.Warn("store receipt", zap.Error(err))
+		return errUnavailable("receipt", err)
+	}
+	return nil
+}

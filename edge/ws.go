@@ -1,0 +1,285 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/lxzan/gws"
+	"go.uber.org/zap"
+
+	"messenger/edge/auth"
+	"messenger/services/event"
+)
+
+// sessionSlot is a one-entry gws session storage: smaller than gws's map.
+type sessionSlot struct{ s *session }
+
+func (x *sessionSlot) Len() int { return 1 }
+func (x *sessionSlot) Load(string) (any, bool) {
+	return x.s, x.s != nil
+}
+func (x *sessionSlot) Delete(string)         { x.s = nil }
+func (x *sessionSlot) Store(_ string, v any) { x.s, _ = v.(*session) }
+func (x *sessionSlot) Range(f func(string, any) bool) {
+	if x.s != nil {
+		f("s", x.s)
+	}
+}
+
+// wsSink writes frames to a gws connection through its ordered async queue.
+type wsSink struct {
+	c       *gws.Conn
+	closeMu sync.Once
+}
+
+func (w *wsSink) write(frame []byte, done func()) {
+	w.c.WriteAsync(gws.OpcodeText, frame, func(error) { done() })
+}
+
+func (w *wsSink) ping() { w.c.WriteAsync(gws.OpcodePing, nil, nil) }
+
+func (w *wsSink) close(code uint16, reason string) {
+	w.closeMu.Do(func() {
+		// A reader that stalls must not hold this goroutine for ever.
+		_ = w.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = w.c.WriteClose(code, []byte(reason))
+		_ = w.c.NetConn().Close()
+	})
+}
+
+// ServeWS is GET /v1/ws: authenticate, check the origin, upgrade.
+func (e *Edge) ServeWS(w http.ResponseWriter, r *http.Request) {
+	if e.draining.Load() {
+		writeError(w, errf(CodeUnavailable, "server is draining: connect to another edge"))
+		return
+	}
+	user, exp, err := e.verifier.Verify(auth.FromRequest(r))
+	if err != nil {
+		writeError(w, errf(CodeUnauthorized, "%v", err))
+		return
+	}
+	if !e.originAllowed(r) {
+		writeError(w, errf(CodeForbidden, "origin not allowed"))
+		return
+	}
+	q := r.URL.Query()
+	device := q.Get("device")
+	if device != "" && !validID(device) {
+		writeError(w, errf(CodeBadRequest, "device must be 1-64 characters of [A-Za-z0-9_-]"))
+		return
+	}
+	cursor, hasCursor := q.Get("cursor"), q.Has("cursor")
+	socket, err := e.upgrader.Upgrade(w, r)
+	if err != nil {
+		return // gws answered the client
+	}
+	s := &session{e: e, user: user, device: device, exp: exp, out: &wsSink{c: socket}, replaying: true}
+	s.lastRead.Store(time.Now().UnixNano())
+	socket.Session().Store("s", s)
+	if err := e.hub.add(s); err != nil {
+		e.log.Warn("subscribe live", zap.Error(err))
+		s.out.close(closeTryLater, "cannot subscribe now: reconnect")
+		return
+	}
+	e.m.connections.Inc()
+	e.m.connects.Inc()
+	go socket.ReadLoop()
+	e.start(s, cursor, hasCursor)
+}
+
+// start sends hello and begins delivery: a replay from the cursor, or from
+// the newest stored event.
+func (e *Edge) start(s *session, cursor string, hasCursor bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	head, first, err := e.queueHead(ctx, s.user)
+	cancel()
+	if err != nil {
+		e.log.Warn("queue head", zap.Error(err))
+		s.close(closeTryLater, "cannot read your queue now: reconnect")
+		return
+	}
+	from := head
+	var expired bool
+	if hasCursor {
+		c, err := event.ParseCursor(cursor)
+		if err == nil && cursorValid(c, head, first) {
+			from = c
+		} else {
+			expired = true
+		}
+	}
+	hello := []byte(`{"type":"hello","proto":1,"user":` + strconv.Quote(s.user) + `,"cursor":"` + event.Cursor(head) + `"}`)
+	s.mu.Lock()
+	s.last = from
+	s.queueLocked(hello)
+	if expired {
+		s.queueLocked((&Error{Code: CodeCursorExpired, Message: "cursor unknown or expired: reload conversations, then continue from the hello cursor"}).frame(""))
+	}
+	s.replaying = false
+	s.startCatchUpLocked(false)
+	s.mu.Unlock()
+}
+
+func (e *Edge) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range e.cfg.AllowedOrigins {
+		if o == "*" || o == origin {
+			return true
+		}
+	}
+	// Same host as the request: the edge's own web client.
+	return origin == "http://"+r.Host || origin == "https://"+r.Host
+}
+
+// wsHandler adapts gws events to sessions.
+type wsHandler struct{ e *Edge }
+
+func sessionOf(c *gws.Conn) *session {
+	v, _ := c.Session().Load("s")
+	s, _ := v.(*session)
+	return s
+}
+
+func (h *wsHandler) OnOpen(c *gws.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(h.e.cfg.IdleTimeout))
+}
+
+func (h *wsHandler) OnClose(c *gws.Conn, _ error) {
+	if s := sessionOf(c); s != nil {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		h.e.hub.remove(s)
+		h.e.m.connections.Dec()
+	}
+}
+
+func (h *wsHandler) alive(c *gws.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(h.e.cfg.IdleTimeout))
+	if s := sessionOf(c); s != nil {
+		s.lastRead.Store(time.Now().UnixNano())
+	}
+}
+
+func (h *wsHandler) OnPing(c *gws.Conn, payload []byte) {
+	h.alive(c)
+	c.WriteAsync(gws.OpcodePong, append([]byte(nil), payload...), nil)
+}
+
+func (h *wsHandler) OnPong(c *gws.Conn, _ []byte) { h.alive(c) }
+
+// inFrame is any client frame; fields a type does not use are ignored.
+type inFrame struct {
+	Type   string   `json:"type"`
+	ID     string   `json:"id"`
+	To     string   `json:"to"`
+	Conv   string   `json:"conv"`
+	Text   *string  `json:"text"`
+	Seq    *int64   `json:"seq"`
+	Status string   `json:"status"`
+	Cursor *string  `json:"cursor"`
+	Users  []string `json:"users"`
+}
+
+func (h *wsHandler) OnMessage(c *gws.Conn, msg *gws.Message) {
+	defer msg.Close()
+	h.alive(c)
+	s := sessionOf(c)
+	if s == nil {
+		return
+	}
+	if msg.Opcode != gws.OpcodeText {
+		s.send(errf(CodeBadRequest, "binary frames are not accepted").frame(""))
+		return
+	}
+	raw := msg.Bytes()
+	var f inFrame
+	if err := json.Unmarshal(raw, &f); err != nil {
+		s.send(errf(CodeBadRequest, "frame is not a valid JSON object: %v", err).frame(idOf(raw)))
+		return
+	}
+	if hasLoneSurrogate(raw) {
+		s.send(errf(CodeBadRequest, "lone surrogate escape in a string").frame(f.ID))
+		return
+	}
+	h.e.frame(s, &f)
+}
+
+// idOf digs the id out of a frame that did not decode as a whole.
+func idOf(raw []byte) string {
+	var x struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(raw, &x)
+	if validID(x.ID) {
+		return x.ID
+	}
+	return ""
+}
+
+// frame runs one decoded client frame.
+func (e *Edge) frame(s *session, f *inFrame) {
+	switch f.Type {
+	case "send":
+		// The ack must reach this connection before the message's own msg
+		// event: announcements are held back while the send is in flight.
+		s.mu.Lock()
+		s.sending++
+		s.mu.Unlock()
+		req := &SendRequest{ID: f.ID, To: f.To, Conv: f.Conv, Text: f.Text}
+		ack, cerr := e.Send(context.Background(), s.user, req)
+		var out []byte
+		if cerr != nil {
+			out = cerr.frame(f.ID)
+		} else {
+			out, _ = json.Marshal(ack)
+		}
+		s.mu.Lock()
+		s.queueLocked(out)
+		s.sending--
+		if s.sending == 0 {
+			s.releaseHeldLocked()
+		}
+		s.mu.Unlock()
+	case "receipt":
+		if cerr := e.Receipt(context.Background(), s.user, &ReceiptRequest{Conv: f.Conv, Seq: f.Seq, Status: f.Status}); cerr != nil {
+			s.send(cerr.frame(f.ID))
+		}
+	case "sync":
+		if f.Cursor == nil {
+			s.send(errf(CodeBadRequest, "sync needs a cursor").frame(f.ID))
+			return
+		}
+		c, err := event.ParseCursor(*f.Cursor)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		head, first, herr := e.queueHead(ctx, s.user)
+		cancel()
+		if herr != nil {
+			s.send(errUnavailable("sync", herr).frame(f.ID))
+			return
+		}
+		if err != nil || !cursorValid(c, head, first) {
+			s.send((&Error{Code: CodeCursorExpired, Message: "cursor unknown or expired"}).frame(f.ID))
+			return
+		}
+		s.mu.Lock()
+		s.last = c
+		s.startCatchUpLocked(true)
+		s.mu.Unlock()
+	case "ping":
+		s.send([]byte(`{"type":"pong"}`))
+	case "watch", "typing":
+		// Presence and typing arrive with the presence service; accepted.
+	case "":
+		s.send(errf(CodeBadRequest, "frame has no type").frame(f.ID))
+	default:
+		s.send(errf(CodeBadRequest, "unknown frame type %q", f.Type).frame(f.ID))
+	}
+}

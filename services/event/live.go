@@ -1,0 +1,68 @@
+package event
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// A live announcement is what the fan-out publishes on a user's live
+// subject after storing an entry in the user's queue: the entry's queue
+// sequence, the sequence of the user's previous entry, then the stored
+// document. Prev lets an edge see a gap (a dropped announcement) at once and
+// refill it from the queue.
+const liveHeaderLen = 16
+
+// EncodeLive builds a live announcement.
+func EncodeLive(seq, prev uint64, doc []byte) []byte {
+	out := make([]byte, liveHeaderLen+len(doc))
+	binary.BigEndian.PutUint64(out[0:8], seq)
+	binary.BigEndian.PutUint64(out[8:16], prev)
+	copy(out[liveHeaderLen:], doc)
+	return out
+}
+
+// ErrBadLive is returned for a live announcement too short to be one.
+var ErrBadLive = errors.New("event: bad live announcement")
+
+// DecodeLive takes a live announcement apart; doc aliases data.
+func DecodeLive(data []byte) (seq, prev uint64, doc []byte, err error) {
+	if len(data) < liveHeaderLen {
+		return 0, 0, nil, ErrBadLive
+	}
+	return binary.BigEndian.Uint64(data[0:8]), binary.BigEndian.Uint64(data[8:16]), data[liveHeaderLen:], nil
+}
+
+// SourceHeader is the queue-entry header that records, per conversation
+// stream, the highest source sequence already written to this user's queue.
+// With it a queue write is idempotent forever, not only within a dedup window.
+const SourceHeader = "Msg-Src"
+
+// EncodeSources formats a source vector for SourceHeader.
+func EncodeSources(v []uint64) string {
+	var b strings.Builder
+	for i, n := range v {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatUint(n, 10))
+	}
+	return b.String()
+}
+
+// DecodeSources reads a SourceHeader value into a vector of length n;
+// missing or unreadable entries are zero.
+func DecodeSources(s string, n int) []uint64 {
+	v := make([]uint64, n)
+	if s == "" {
+		return v
+	}
+	for i, part := range strings.Split(s, ",") {
+		if i >= n {
+			break
+		}
+		v[i], _ = strconv.ParseUint(part, 10, 64)
+	}
+	return v
+}

@@ -1,0 +1,277 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"messenger/services/event"
+	"messenger/streams"
+	"messenger/subjects"
+)
+
+// Config of the fan-out. The zero value is valid.
+type Config struct {
+	// Shards is the number of queue-writer goroutines. Default 32.
+	Shards int
+	// ShardQueue is how many writes wait per shard before the stream readers
+	// block (back-pressure). Default 1024.
+	ShardQueue int
+	// CheckpointEvery is how often the checkpoint of each conversation
+	// stream is saved. Default 200ms.
+	CheckpointEvery time.Duration
+	// UserCache is how many users' queue positions are kept in memory. Default 200,000.
+	UserCache int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Shards <= 0 {
+		c.Shards = 32
+	}
+	if c.ShardQueue <= 0 {
+		c.ShardQueue = 1024
+	}
+	if c.CheckpointEvery <= 0 {
+		c.CheckpointEvery = 200 * time.Millisecond
+	}
+	if c.UserCache <= 0 {
+		c.UserCache = 200_000
+	}
+	return c
+}
+
+// Fanout is the fan-out service.
+type Fanout struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	h      *streams.Handles
+	log    *zap.Logger
+	m      *metrics
+	shards []*shard
+	marks  *watermarks
+}
+
+// New makes a fan-out over the streams in h.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, h *streams.Handles, log *zap.Logger, reg prometheus.Registerer) (*Fanout, error) {
+	if nc == nil || js == nil || h == nil || log == nil {
+		return nil, errors.New("fanout: missing dependency")
+	}
+	cfg = cfg.withDefaults()
+	f := &Fanout{cfg: cfg, nc: nc, js: js, h: h, log: log.With(zap.String("component", "fanout")), m: newMetrics(reg)}
+	f.marks = newWatermarks(h.Watermarks)
+	for i := 0; i < cfg.Shards; i++ {
+		f.shards = append(f.shards, &shard{f: f, in: make(chan write, cfg.ShardQueue), users: newUserCache(cfg.UserCache / cfg.Shards)})
+	}
+	return f, nil
+}
+
+// Run fans out until ctx ends, then finishes the writes it started, saves
+// its checkpoints and returns.
+func (f *Fanout) Run(ctx context.Context) error {
+	var writers sync.WaitGroup
+	// Writers outlive ctx so that what was read is written before stopping.
+	wctx, cancelWriters := context.WithCancel(context.Background())
+	defer cancelWriters()
+	for _, s := range f.shards {
+		writers.Add(1)
+		go func() { defer writers.Done(); s.run(wctx) }()
+	}
+	var readers sync.WaitGroup
+	floors := make([]*floor, len(f.h.Conv))
+	errc := make(chan error, len(f.h.Conv))
+	for p := range f.h.Conv {
+		cp, err := f.loadCheckpoint(ctx, p)
+		if err != nil {
+			return err
+		}
+		floors[p] = newFloor(cp)
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			if err := f.runPartition(ctx, p, floors[p]); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	stopSaving := make(chan struct{})
+	saved := make(chan struct{})
+	go func() { defer close(saved); f.saveCheckpoints(stopSaving, floors) }()
+
+	readers.Wait()
+	for _, s := range f.shards {
+		close(s.in)
+	}
+	writers.Wait()
+	close(stopSaving)
+	<-saved
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (f *Fanout) loadCheckpoint(ctx context.Context, p int) (uint64, error) {
+	e, err := f.h.Fanout.Get(ctx, streams.FanoutCheckpointKey(p))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("fanout: load checkpoint %d: %w", p, err)
+	}
+	n, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("fanout: checkpoint %d: %q: %w", p, e.Value(), err)
+	}
+	return n, nil
+}
+
+func (f *Fanout) saveCheckpoints(stop <-chan struct{}, floors []*floor) {
+	saved := make([]uint64, len(floors))
+	for i, fl := range floors {
+		saved[i] = fl.value()
+	}
+	t := time.NewTicker(f.cfg.CheckpointEvery)
+	defer t.Stop()
+	save := func() {
+		for p, fl := range floors {
+			v := fl.value()
+			if v == saved[p] {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := f.h.Fanout.Put(ctx, streams.FanoutCheckpointKey(p), []byte(strconv.FormatUint(v, 10)))
+			cancel()
+			if err != nil {
+				f.log.Warn("save checkpoint", zap.Int("partition", p), zap.Error(err))
+				continue
+			}
+			saved[p] = v
+			f.m.checkpoints.WithLabelValues(strconv.Itoa(p)).Set(float64(v))
+		}
+	}
+	for {
+		select {
+		case <-stop:
+			save()
+			return
+		case <-t.C:
+			save()
+		}
+	}
+}
+
+// runPartition reads conversation stream p in order from its checkpoint.
+func (f *Fanout) runPartition(ctx context.Context, p int, fl *floor) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if start := fl.value(); start > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = start + 1
+	}
+	cons, err := f.h.Conv[p].OrderedConsumer(ctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("fanout: consumer on %s: %w", streams.ConvStream(p), err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("fanout: messages of %s: %w", streams.ConvStream(p), err)
+	}
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			f.log.Warn("read conversation stream", zap.Int("partition", p), zap.Error(err))
+			continue
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			f.log.Error("message without metadata", zap.Error(err))
+			continue
+		}
+		if !f.dispatch(ctx, p, meta.Sequence.Stream, msg.Subject(), msg.Data(), fl) {
+			return nil
+		}
+	}
+}
+
+// dispatch turns one source event into queue writes. It returns false when
+// ctx ended before the event was handled: the event is then left for the
+// next run (the checkpoint does not pass it).
+func (f *Fanout) dispatch(ctx context.Context, p int, seq uint64, subject string, data []byte, fl *floor) bool {
+	sp, err := subjects.Parse(subject)
+	if err != nil {
+		f.log.Error("unknown subject in conversation stream", zap.String("subject", subject))
+		fl.start(seq, 0)
+		return true
+	}
+	var recipients []string
+	doc := data
+	switch sp.Prefix {
+	case subjects.ConvPrefix:
+		f.m.events.WithLabelValues(event.TypeMsg).Inc()
+		recipients, err = f.msgRecipients(ctx, data)
+	case subjects.ReceiptPrefix:
+		f.m.events.WithLabelValues(event.TypeReceipt).Inc()
+		recipients, doc, err = f.receipt(ctx, seq, data)
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	if err != nil {
+		// A malformed event is never retried: it would block the stream.
+		f.log.Error("skip event", zap.String("subject", subject), zap.Uint64("seq", seq), zap.Error(err))
+		recipients = nil
+	}
+	fl.start(seq, len(recipients))
+	for _, u := range recipients {
+		f.shardOf(u).in <- write{user: u, doc: doc, part: p, src: seq, fl: fl}
+	}
+	return true
+}
+
+func (f *Fanout) msgRecipients(ctx context.Context, data []byte) ([]string, error) {
+	var m event.Msg
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("decode msg: %w", err)
+	}
+	if m.To != "" {
+		return []string{m.From, m.To}, nil
+	}
+	return f.members(ctx, m.Conv)
+}
+
+// members reads a conversation's members from its metadata.
+func (f *Fanout) members(ctx context.Context, conv string) ([]string, error) {
+	e, err := f.h.Convs.Get(ctx, conv)
+	if err != nil {
+		return nil, fmt.Errorf("members of %s: %w", conv, err)
+	}
+	var meta struct {
+		Members []string `json:"members"`
+	}
+	if err := json.Unmarshal(e.Value(), &meta); err != nil {
+		return nil, fmt.Errorf("members of %s: %w", conv, err)
+	}
+	return meta.Members, nil
+}
+
+func (f *Fanout) shardOf(user string) *shard {
+	return f.shards[subjects.Partition(user, len(f.shards))]
+}

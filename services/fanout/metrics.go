@@ -1,0 +1,44 @@
+package fanout
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	events      *prometheus.CounterVec
+	writes      prometheus.Counter
+	skipped     prometheus.Counter
+	conflicts   prometheus.Counter
+	retries     prometheus.Counter
+	writeTime   prometheus.Histogram
+	checkpoints *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "messenger_fanout_events_total", Help: "Conversation-stream events read by the fan-out, by type.",
+		}, []string{"type"}),
+		writes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_fanout_queue_writes_total", Help: "Entries written to user queues.",
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_fanout_queue_writes_skipped_total", Help: "Queue writes skipped because the entry was already written (replay).",
+		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_fanout_queue_conflicts_total", Help: "Queue writes that lost a compare-and-set to another writer and were retried.",
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_fanout_queue_retries_total", Help: "Queue writes retried after an error.",
+		}),
+		writeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "messenger_fanout_queue_write_seconds", Help: "Time to store one queue entry.",
+			Buckets: prometheus.ExponentialBuckets(0.00002, 2, 14),
+		}),
+		checkpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "messenger_fanout_checkpoint", Help: "Conversation-stream sequence fanned out completely, per partition.",
+		}, []string{"partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.events, m.writes, m.skipped, m.conflicts, m.retries, m.writeTime, m.checkpoints)
+	}
+	return m
+}

@@ -1,0 +1,111 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"messenger/services/event"
+	"messenger/streams"
+)
+
+type watermarks struct {
+	kv jetstream.KeyValue
+}
+
+func newWatermarks(kv jetstream.KeyValue) *watermarks { return &watermarks{kv: kv} }
+
+// apply raises the member's watermark with a receipt. It reports the status
+// to tell others (read or delivered) and whether to tell anyone at all.
+func (w *watermarks) apply(ctx context.Context, src uint64, r event.Receipt) (string, bool, error) {
+	key := streams.WatermarkKey(r.Conv, r.User)
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+			case <-ctx.Done():
+				return "", false, ctx.Err()
+			}
+		}
+		var cur event.Watermark
+		var rev uint64
+		e, err := w.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			continue
+		default:
+			rev = e.Revision()
+			if err := json.Unmarshal(e.Value(), &cur); err != nil {
+				return "", false, fmt.Errorf("watermark %s: %w", key, err)
+			}
+		}
+		if cur.Src == src {
+			return statusOf(r), true, nil // replay of the receipt that set it
+		}
+		next := cur
+		if r.Status == event.StatusRead && r.Seq > next.Read {
+			next.Read = r.Seq
+		}
+		if r.Seq > next.Delivered {
+			next.Delivered = r.Seq
+		}
+		if next == cur {
+			return "", false, nil // stale or repeated: nothing changes
+		}
+		status := event.StatusDelivered
+		if next.Read > cur.Read {
+			status = event.StatusRead
+		}
+		next.Src = src
+		val, _ := json.Marshal(next)
+		if rev == 0 {
+			_, err = w.kv.Create(ctx, key, val)
+		} else {
+			_, err = w.kv.Update(ctx, key, val, rev)
+		}
+		if err != nil {
+			continue // another writer won, or a transient error: read again
+		}
+		return status, true, nil
+	}
+}
+
+func statusOf(r event.Receipt) string {
+	if r.Status == event.StatusRead {
+		return event.StatusRead
+	}
+	return event.StatusDelivered
+}
+
+// receiptDoc is the queue entry of a receipt: the receipt frame of
+// PROTOCOL.md without its cursor.
+type receiptDoc struct {
+	Type   string `json:"type"`
+	Conv   string `json:"conv"`
+	Seq    uint64 `json:"seq"`
+	User   string `json:"user"`
+	Status string `json:"status"`
+}
+
+// receipt applies a stored receipt and returns who gets told and what.
+func (f *Fanout) receipt(ctx context.Context, src uint64, data []byte) ([]string, []byte, error) {
+	var r event.Receipt
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, nil, fmt.Errorf("decode receipt: %w", err)
+	}
+	status, tell, err := f.marks.apply(ctx, src, r)
+	if err != nil || !tell {
+		return nil, nil, err
+	}
+	members, err := f.members(ctx, r.Conv)
+	if err != nil {
+		return nil, nil, err
+	}
+	doc, _ := json.Marshal(receiptDoc{Type: event.TypeReceipt, Conv: r.Conv, Seq: r.Seq, User: r.User, Status: status})
+	return members, doc, nil
+}

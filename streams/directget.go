@@ -1,0 +1,68 @@
+package streams
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+
+	"messenger/subjects"
+)
+
+// StoredMsg is one message read back from a stream.
+type StoredMsg struct {
+	Seq    uint64
+	Header nats.Header
+	Data   []byte
+}
+
+type directGetRequest struct {
+	Seq        uint64 `json:"seq,omitempty"`
+	NextBySubj string `json:"next_by_subj,omitempty"`
+	Batch      int    `json:"batch,omitempty"`
+	MaxBytes   int    `json:"max_bytes,omitempty"`
+}
+
+// ErrDirectGet is returned when the server answers a direct get with an error status.
+var ErrDirectGet = errors.New("streams: direct get failed")
+
+// ReadAfter reads, in one round trip, up to max messages on subject of
+// stream with a sequence above after (a batch direct get: the stream must
+// allow direct gets). more tells whether messages beyond the batch remain.
+// It is how queues are replayed without a consumer per connection.
+func ReadAfter(ctx context.Context, nc *nats.Conn, stream, subject string, after uint64, max int) (msgs []StoredMsg, more bool, err error) {
+	req, _ := json.Marshal(directGetRequest{Seq: after + 1, NextBySubj: subject, Batch: max, MaxBytes: 1 << 20})
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, false, fmt.Errorf("streams: read %s: subscribe: %w", subject, err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(subjects.DirectGet(stream), inbox, req); err != nil {
+		return nil, false, fmt.Errorf("streams: read %s: request: %w", subject, err)
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return msgs, false, fmt.Errorf("streams: read %s after %d: %w", subject, after, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "404": // nothing after `after`
+			return msgs, false, nil
+		case "204": // end of batch
+			np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			return msgs, np > 0, nil
+		default:
+			return msgs, false, fmt.Errorf("%w: %s %s: %s", ErrDirectGet, stream, status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil {
+			return msgs, false, fmt.Errorf("%w: %s: no sequence header", ErrDirectGet, stream)
+		}
+		msgs = append(msgs, StoredMsg{Seq: seq, Header: m.Header, Data: m.Data})
+	}
+}

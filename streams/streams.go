@@ -1,0 +1,213 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"messenger/subjects"
+)
+
+// Stream name prefixes; the partition number follows.
+const (
+	ConvStreamPrefix  = "CONV_"
+	QueueStreamPrefix = "UQ_"
+)
+
+// Key-value buckets.
+const (
+	// BucketConvs maps a conversation id to its metadata (kind, members):
+	// a projection of the conversation streams.
+	BucketConvs = "convs"
+	// BucketWatermarks maps "<conv>.<user>" to that member's delivered and
+	// read watermarks: a projection of the receipts.
+	BucketWatermarks = "watermarks"
+	// BucketFanout keeps the fan-out's checkpoint per conversation stream.
+	BucketFanout = "fanout"
+)
+
+// Config sets the shape of the streams. The zero value is valid: see the
+// defaults on each field.
+type Config struct {
+	// Partitions is the number of conversation streams and of queue streams.
+	// Fixed at first start: changing it later moves ids to other partitions.
+	// Default 4.
+	Partitions int
+	// Replicas per stream (1 on a single box, 3 in a cluster). Default 1.
+	Replicas int
+	// QueueMaxAge is how long a user's queue keeps a stored event. Default 30 days.
+	QueueMaxAge time.Duration
+	// DedupWindow is how long a resent client id is recognised. Default 10 minutes.
+	DedupWindow time.Duration
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.Partitions <= 0 {
+		c.Partitions = 4
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.QueueMaxAge <= 0 {
+		c.QueueMaxAge = 30 * 24 * time.Hour
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = 10 * time.Minute
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	if c.Partitions > 1024 {
+		return fmt.Errorf("streams: %d partitions: at most 1024", c.Partitions)
+	}
+	if c.DedupWindow < 10*time.Minute {
+		return fmt.Errorf("streams: dedup window %s: at least 10m (PROTOCOL.md section 6)", c.DedupWindow)
+	}
+	return nil
+}
+
+// Layout is the subject layout these streams capture.
+func (c Config) Layout() subjects.Layout {
+	return subjects.Layout{Partitions: c.WithDefaults().Partitions}
+}
+
+// ConvStream is the name of conversation stream p.
+func ConvStream(p int) string { return ConvStreamPrefix + strconv.Itoa(p) }
+
+// QueueStream is the name of user-queue stream p.
+func QueueStream(p int) string { return QueueStreamPrefix + strconv.Itoa(p) }
+
+// ConvStreamConfig is the source of truth for conversations of partition p:
+// every stored event and every receipt, kept forever.
+func (c Config) ConvStreamConfig(p int) jetstream.StreamConfig {
+	c = c.WithDefaults()
+	return jetstream.StreamConfig{
+		Name:        ConvStream(p),
+		Description: "conversation events and receipts, partition " + strconv.Itoa(p),
+		Subjects:    []string{subjects.ConvEventsFilter(p), subjects.ReceiptsFilter(p)},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  c.DedupWindow,
+		AllowDirect: true,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// QueueStreamConfig holds the queues of the users of partition p: one
+// subject per user, aged out after QueueMaxAge.
+func (c Config) QueueStreamConfig(p int) jetstream.StreamConfig {
+	c = c.WithDefaults()
+	return jetstream.StreamConfig{
+		Name:        QueueStream(p),
+		Description: "per-user queues of stored events, partition " + strconv.Itoa(p),
+		Subjects:    []string{subjects.QueueFilter(p)},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		MaxAge:      c.QueueMaxAge,
+		// Writes are made idempotent by the fan-out's source vector, not by
+		// message ids; keep the window (and its memory) small.
+		Duplicates:  time.Minute,
+		AllowDirect: true,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// BucketConfigs are the key-value buckets.
+func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
+	c = c.WithDefaults()
+	return []jetstream.KeyValueConfig{
+		{Bucket: BucketConvs, Description: "conversation metadata", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketWatermarks, Description: "delivered/read watermarks per member", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketFanout, Description: "fan-out checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+	}
+}
+
+// Ensure creates or updates every stream and bucket.
+func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c = c.WithDefaults()
+	for p := 0; p < c.Partitions; p++ {
+		for _, sc := range []jetstream.StreamConfig{c.ConvStreamConfig(p), c.QueueStreamConfig(p)} {
+			if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+				return fmt.Errorf("streams: ensure %s: %w", sc.Name, err)
+			}
+		}
+	}
+	for _, kc := range c.BucketConfigs() {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("streams: ensure bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// Handles are the opened streams and buckets, for services to use.
+type Handles struct {
+	Config     Config
+	Layout     subjects.Layout
+	Conv       []jetstream.Stream // by partition
+	Queue      []jetstream.Stream // by partition
+	Convs      jetstream.KeyValue
+	Watermarks jetstream.KeyValue
+	Fanout     jetstream.KeyValue
+}
+
+// ErrNotReady means the streams do not exist yet (nobody ran Ensure).
+var ErrNotReady = errors.New("streams: not created yet")
+
+// Open looks up every stream and bucket; it does not create them.
+func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, error) {
+	c = c.WithDefaults()
+	h := &Handles{Config: c, Layout: c.Layout()}
+	for p := 0; p < c.Partitions; p++ {
+		cs, err := js.Stream(ctx, ConvStream(p))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrNotReady, ConvStream(p), err)
+		}
+		qs, err := js.Stream(ctx, QueueStream(p))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrNotReady, QueueStream(p), err)
+		}
+		h.Conv = append(h.Conv, cs)
+		h.Queue = append(h.Queue, qs)
+	}
+	var err error
+	if h.Convs, err = js.KeyValue(ctx, BucketConvs); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketConvs, err)
+	}
+	if h.Watermarks, err = js.KeyValue(ctx, BucketWatermarks); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketWatermarks, err)
+	}
+	if h.Fanout, err = js.KeyValue(ctx, BucketFanout); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketFanout, err)
+	}
+	return h, nil
+}
+
+// ConvStreamOf is the stream holding conv.
+func (h *Handles) ConvStreamOf(conv string) jetstream.Stream {
+	return h.Conv[h.Layout.ConvPartition(conv)]
+}
+
+// QueueStreamOf is the stream holding user's queue.
+func (h *Handles) QueueStreamOf(user string) jetstream.Stream {
+	return h.Queue[h.Layout.UserPartition(user)]
+}
+
+// WatermarkKey is the key of user's watermarks in conv.
+func WatermarkKey(conv, user string) string { return conv + "." + user }
+
+// FanoutCheckpointKey is the key of the fan-out checkpoint of conversation stream p.
+func FanoutCheckpointKey(p int) string { return "conv_" + strconv.Itoa(p) }

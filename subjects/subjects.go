@@ -1,0 +1,95 @@
+package subjects
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+)
+
+// Subject prefixes: the first token of each subject family.
+const (
+	ConvPrefix    = "conv"
+	ReceiptPrefix = "rcpt"
+	QueuePrefix   = "uq"
+	LivePrefix    = "live"
+)
+
+// ErrBadSubject is returned by the parsers for a subject outside the grammar.
+var ErrBadSubject = errors.New("subjects: not a known subject")
+
+// Partition returns the logical partition of id among n partitions, the same
+// value as the NATS server's {{partition(n,1)}} mapping of a token equal to id.
+func Partition(id string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return int(h.Sum32() % uint32(n))
+}
+
+// Layout binds the grammar to a partition count.
+type Layout struct {
+	// Partitions is the number of logical partitions (and streams of each kind).
+	Partitions int
+}
+
+func (l Layout) part(id string) string { return strconv.Itoa(Partition(id, l.Partitions)) }
+
+// ConvPartition is the partition of a conversation.
+func (l Layout) ConvPartition(conv string) int { return Partition(conv, l.Partitions) }
+
+// UserPartition is the partition of a user's queue.
+func (l Layout) UserPartition(user string) int { return Partition(user, l.Partitions) }
+
+// ConvEvents is the subject of the stored events of conv.
+func (l Layout) ConvEvents(conv string) string { return ConvPrefix + "." + l.part(conv) + "." + conv }
+
+// Receipts is the subject of the receipts of conv.
+func (l Layout) Receipts(conv string) string { return ReceiptPrefix + "." + l.part(conv) + "." + conv }
+
+// Queue is the subject of user's queue of stored events.
+func (l Layout) Queue(user string) string { return QueuePrefix + "." + l.part(user) + "." + user }
+
+// Live is the core-NATS subject on which the queue entries of user are
+// announced to the edges that hold one of its connections.
+func (l Layout) Live(user string) string { return LivePrefix + "." + l.part(user) + "." + user }
+
+// ConvEventsFilter matches every conversation event of partition p.
+func ConvEventsFilter(p int) string { return ConvPrefix + "." + strconv.Itoa(p) + ".*" }
+
+// ReceiptsFilter matches every receipt of partition p.
+func ReceiptsFilter(p int) string { return ReceiptPrefix + "." + strconv.Itoa(p) + ".*" }
+
+// QueueFilter matches every user queue of partition p.
+func QueueFilter(p int) string { return QueuePrefix + "." + strconv.Itoa(p) + ".*" }
+
+// Parsed is a subject taken apart.
+type Parsed struct {
+	Prefix    string // one of the *Prefix constants
+	Partition int
+	ID        string // conversation or user id
+}
+
+// Parse takes a subject of the grammar apart.
+func Parse(subject string) (Parsed, error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 3 {
+		return Parsed{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
+	}
+	switch parts[0] {
+	case ConvPrefix, ReceiptPrefix, QueuePrefix, LivePrefix:
+	default:
+		return Parsed{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
+	}
+	p, err := strconv.Atoi(parts[1])
+	if err != nil || p < 0 || parts[2] == "" {
+		return Parsed{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
+	}
+	return Parsed{Prefix: parts[0], Partition: p, ID: parts[2]}, nil
+}
+
+// DirectGet is the JetStream API subject for direct (batch) gets on stream.
+func DirectGet(stream string) string { return "$JS.API.DIRECT.GET." + stream }
