@@ -328,13 +328,13 @@ func (cn *conn) OnOpen(*gws.Conn) {}
 func (cn *conn) OnClose(_ *gws.Conn, err error) {
 	c := cn.c
 	c.mu.Lock()
+	cn.closeErr = err
 	cn.dead = true
 	if c.cur == cn {
 		c.cur = nil
 		c.syncs = 0
 	}
 	c.mu.Unlock()
-	cn.closeErr = err
 	close(cn.closed)
 }
 

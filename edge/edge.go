@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"messenger/edge/auth"
+	"messenger/services/event"
 	"messenger/streams"
 )
 
@@ -84,9 +85,6 @@ func (e *Edge) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			e.stop()
-			for _, ch := range e.hub.dispatch {
-				close(ch)
-			}
 			<-done
 			return nil
 		case now := <-t.C:
@@ -127,6 +125,21 @@ func (e *Edge) Drain(timeout time.Duration) {
 	if !ok {
 		e.log.Warn("drain: sends still in flight at the deadline")
 	}
+}
+
+// Abort cuts every connection at once, with no close frame: what clients
+// see when an edge process dies. Used after a drain's deadline, and by tests.
+func (e *Edge) Abort() {
+	e.draining.Store(true)
+	for _, s := range e.hub.all() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		if ws, ok := s.out.(*wsSink); ok {
+			_ = ws.c.NetConn().Close()
+		}
+	}
+	e.stop()
 }
 
 // Ready tells whether this edge accepts and stores messages now.
@@ -174,11 +187,11 @@ type headEntry struct {
 
 const headTTL = 2 * time.Second
 
-func (e *Edge) queueBounds(ctx context.Context, p int) (first, last uint64, err error) {
+func (e *Edge) queueBounds(ctx context.Context, p int, fresh bool) (first, last uint64, err error) {
 	e.heads.mu.Lock()
 	he := e.heads.parts[p]
 	e.heads.mu.Unlock()
-	if time.Since(he.at) < headTTL {
+	if !fresh && time.Since(he.at) < headTTL {
 		return he.first, he.last, nil
 	}
 	info, err := e.h.Queue[p].Info(ctx)
@@ -194,9 +207,10 @@ func (e *Edge) queueBounds(ctx context.Context, p int) (first, last uint64, err 
 
 // queueHead is the cursor of the user's newest stored event, or for a user
 // with none, a position before anything it will get.
-func (e *Edge) queueHead(ctx context.Context, user string) (head, first uint64, err error) {
+// With fresh, the stream's bounds are read now rather than from the cache.
+func (e *Edge) queueHead(ctx context.Context, user string, fresh bool) (head, first uint64, err error) {
 	p := e.h.Layout.UserPartition(user)
-	first, last, err := e.queueBounds(ctx, p)
+	first, last, err := e.queueBounds(ctx, p, fresh)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -208,6 +222,23 @@ func (e *Edge) queueHead(ctx context.Context, user string) (head, first uint64, 
 		return 0, 0, fmt.Errorf("edge: queue head of %s: %w", user, err)
 	}
 	return m.Sequence, first, nil
+}
+
+// checkCursor parses a client cursor and tells whether it has expired. A
+// cursor that looks ahead of a cached head is checked again against fresh
+// bounds: another edge may have seen the stream further along.
+func (e *Edge) checkCursor(ctx context.Context, user, cursor string, head, first uint64) (uint64, bool) {
+	c, err := event.ParseCursor(cursor)
+	if err != nil {
+		return 0, true
+	}
+	if cursorValid(c, head, first) {
+		return c, false
+	}
+	if h, f, err := e.queueHead(ctx, user, true); err == nil && cursorValid(c, h, f) {
+		return c, false
+	}
+	return 0, true
 }
 
 // cursorValid tells whether a client cursor can be resumed from.

@@ -50,15 +50,21 @@ func (h *hub) shard(user string) *struct {
 	return &h.shards[subjects.Partition(user, len(h.shards))]
 }
 
-// run dispatches live announcements until the channels are closed.
+// run dispatches live announcements until the edge stops. The channels are
+// never closed: the NATS connection may still be delivering into them.
 func (h *hub) run() {
 	var wg sync.WaitGroup
 	for _, ch := range h.dispatch {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for m := range ch {
-				h.handle(m)
+			for {
+				select {
+				case m := <-ch:
+					h.handle(m)
+				case <-h.e.stopping:
+					return
+				}
 			}
 		}()
 	}
@@ -153,6 +159,10 @@ func (h *hub) handle(m *nats.Msg) {
 	seq, prev, doc, err := event.DecodeLive(m.Data)
 	if err != nil {
 		h.e.log.Warn("bad live announcement", zap.String("subject", m.Subject))
+		return
+	}
+	if seq == 0 { // a nudge: the queue has entries that may not have been announced
+		h.refill(sp.ID)
 		return
 	}
 	for _, s := range h.sessionsOf(sp.ID) {

@@ -17,7 +17,6 @@ const (
 	closeGoingAway   = 1001
 	closeSlowReader  = 4008
 	closeTokenExpiry = 4001
-	closeTryLater    = 1013
 )
 
 // sink is the transport under a session: it writes frames in order without
@@ -48,6 +47,7 @@ type session struct {
 	closed    bool
 	sending   int        // sends of this connection awaiting their ack
 	held      []heldItem // announcements held back while sending > 0
+	heldOver  bool       // more were held back than kept: catch up after the acks
 
 	frames   atomic.Int64 // frames waiting to be written
 	bytes    atomic.Int64
@@ -70,7 +70,7 @@ func (s *session) offer(seq, prev uint64, doc []byte) {
 		if len(s.held) < maxHeld {
 			s.held = append(s.held, heldItem{seq: seq, prev: prev, doc: doc})
 		} else {
-			s.startCatchUpLocked(false) // the queue has them all
+			s.heldOver = true // the queue has them all
 		}
 		return
 	}
@@ -89,6 +89,11 @@ type heldItem struct {
 func (s *session) releaseHeldLocked() {
 	held := s.held
 	s.held = nil
+	if s.heldOver {
+		s.heldOver = false
+		s.startCatchUpLocked(false)
+		return
+	}
 	for _, it := range held {
 		if s.replaying {
 			s.missed = max(s.missed, it.seq)
@@ -215,7 +220,7 @@ func (s *session) replay() {
 			failures++
 			e.log.Warn("replay read", zap.String("user", s.user), zap.Error(err))
 			if failures >= 3 {
-				s.close(closeTryLater, "cannot read your queue now: reconnect")
+				s.close(closeGoingAway, "cannot read your queue now: reconnect")
 				return
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -223,6 +228,13 @@ func (s *session) replay() {
 		}
 		failures = 0
 		s.mu.Lock()
+		if s.sending > 0 {
+			// The batch may hold the msg of a send whose ack is not out yet:
+			// read it again once the acks are.
+			s.mu.Unlock()
+			time.Sleep(2 * time.Millisecond)
+			continue
+		}
 		for _, m := range msgs {
 			if m.Seq > s.last {
 				s.last = m.Seq

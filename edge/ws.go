@@ -82,7 +82,7 @@ func (e *Edge) ServeWS(w http.ResponseWriter, r *http.Request) {
 	socket.Session().Store("s", s)
 	if err := e.hub.add(s); err != nil {
 		e.log.Warn("subscribe live", zap.Error(err))
-		s.out.close(closeTryLater, "cannot subscribe now: reconnect")
+		s.out.close(closeGoingAway, "cannot subscribe now: reconnect")
 		return
 	}
 	e.m.connections.Inc()
@@ -95,21 +95,19 @@ func (e *Edge) ServeWS(w http.ResponseWriter, r *http.Request) {
 // the newest stored event.
 func (e *Edge) start(s *session, cursor string, hasCursor bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	head, first, err := e.queueHead(ctx, s.user)
-	cancel()
+	defer cancel()
+	head, first, err := e.queueHead(ctx, s.user, false)
 	if err != nil {
 		e.log.Warn("queue head", zap.Error(err))
-		s.close(closeTryLater, "cannot read your queue now: reconnect")
+		s.close(closeGoingAway, "cannot read your queue now: reconnect")
 		return
 	}
 	from := head
 	var expired bool
 	if hasCursor {
-		c, err := event.ParseCursor(cursor)
-		if err == nil && cursorValid(c, head, first) {
+		var c uint64
+		if c, expired = e.checkCursor(ctx, s.user, cursor, head, first); !expired {
 			from = c
-		} else {
-			expired = true
 		}
 	}
 	hello := []byte(`{"type":"hello","proto":1,"user":` + strconv.Quote(s.user) + `,"cursor":"` + event.Cursor(head) + `"}`)
@@ -257,15 +255,19 @@ func (e *Edge) frame(s *session, f *inFrame) {
 			s.send(errf(CodeBadRequest, "sync needs a cursor").frame(f.ID))
 			return
 		}
-		c, err := event.ParseCursor(*f.Cursor)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		head, first, herr := e.queueHead(ctx, s.user)
+		head, first, herr := e.queueHead(ctx, s.user, false)
+		var c uint64
+		var expired bool
+		if herr == nil {
+			c, expired = e.checkCursor(ctx, s.user, *f.Cursor, head, first)
+		}
 		cancel()
 		if herr != nil {
 			s.send(errUnavailable("sync", herr).frame(f.ID))
 			return
 		}
-		if err != nil || !cursorValid(c, head, first) {
+		if expired {
 			s.send((&Error{Code: CodeCursorExpired, Message: "cursor unknown or expired"}).frame(f.ID))
 			return
 		}

@@ -138,6 +138,20 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 		return err
 	}
 	c = c.WithDefaults()
+	var fanoutKV jetstream.KeyValue
+	for _, kc := range c.BucketConfigs() {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, kc)
+		if err != nil {
+			return fmt.Errorf("streams: ensure bucket %s: %w", kc.Bucket, err)
+		}
+		if kc.Bucket == BucketFanout {
+			fanoutKV = kv
+		}
+	}
+	// Before any stream: a changed count must not create stray partitions.
+	if err := checkPartitions(ctx, fanoutKV, c.Partitions); err != nil {
+		return err
+	}
 	for p := 0; p < c.Partitions; p++ {
 		for _, sc := range []jetstream.StreamConfig{c.ConvStreamConfig(p), c.QueueStreamConfig(p)} {
 			if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
@@ -145,13 +159,32 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 			}
 		}
 	}
-	for _, kc := range c.BucketConfigs() {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
-			return fmt.Errorf("streams: ensure bucket %s: %w", kc.Bucket, err)
-		}
+	return nil
+}
+
+// ErrPartitionsChanged means the streams were first made with another
+// partition count: ids would move to other partitions, so it is refused.
+var ErrPartitionsChanged = errors.New("streams: partition count differs from the one the data was created with")
+
+// checkPartitions records the partition count at first start and refuses
+// another one later.
+func checkPartitions(ctx context.Context, kv jetstream.KeyValue, n int) error {
+	want := strconv.Itoa(n)
+	_, err := kv.Create(ctx, partitionsKey, []byte(want))
+	if err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
+		return err
+	}
+	e, err := kv.Get(ctx, partitionsKey)
+	if err != nil {
+		return fmt.Errorf("streams: read partition count: %w", err)
+	}
+	if string(e.Value()) != want {
+		return fmt.Errorf("%w: data has %s, configured %s", ErrPartitionsChanged, e.Value(), want)
 	}
 	return nil
 }
+
+const partitionsKey = "partitions"
 
 // Handles are the opened streams and buckets, for services to use.
 type Handles struct {

@@ -205,6 +205,7 @@ func (p *Platform) StartEdge(cfg edge.Config) int {
 }
 
 func (e *Edge) stop() {
+	e.Edge.Abort()
 	e.HTTP.CloseClientConnections()
 	e.HTTP.Close()
 	e.cancel()

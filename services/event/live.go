@@ -14,7 +14,8 @@ import (
 // refill it from the queue.
 const liveHeaderLen = 16
 
-// EncodeLive builds a live announcement.
+// EncodeLive builds a live announcement. Seq 0 is a nudge: "catch up from
+// the queue", sent when entries may have been stored unannounced.
 func EncodeLive(seq, prev uint64, doc []byte) []byte {
 	out := make([]byte, liveHeaderLen+len(doc))
 	binary.BigEndian.PutUint64(out[0:8], seq)

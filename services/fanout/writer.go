@@ -27,6 +27,9 @@ type write struct {
 type queuePos struct {
 	last uint64
 	srcs []uint64
+	// fromStore: read back from the stream, not known from our own write;
+	// entries it covers may have been stored but never announced.
+	fromStore bool
 }
 
 // userCache is a shard's bounded map of queue positions; owned by the shard
@@ -102,6 +105,13 @@ func (s *shard) store(ctx context.Context, w write) {
 		}
 		if pos.srcs[w.part] >= w.src {
 			f.m.skipped.Inc()
+			if pos.fromStore {
+				// A write before a crash or a lost PubAck may have stored the
+				// entry without announcing it: nudge the user's edges to
+				// catch up from the queue.
+				pos.fromStore = false
+				_ = f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(0, 0, nil))
+			}
 			return
 		}
 		srcs := append([]uint64(nil), pos.srcs...)
@@ -125,7 +135,7 @@ func (s *shard) store(ctx context.Context, w write) {
 		f.m.writeTime.Observe(time.Since(start).Seconds())
 		f.m.writes.Inc()
 		prev := pos.last
-		pos.last, pos.srcs = ack.Sequence, srcs
+		pos.last, pos.srcs, pos.fromStore = ack.Sequence, srcs, false
 		// The announcement is best effort: an edge that misses it sees the
 		// gap in the next one's prev, or refills on reconnect.
 		if err := f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(ack.Sequence, prev, w.doc)); err != nil {
@@ -151,5 +161,5 @@ func (s *shard) load(ctx context.Context, user string) (*queuePos, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &queuePos{last: m.Sequence, srcs: event.DecodeSources(m.Header.Get(event.SourceHeader), n)}, nil
+	return &queuePos{last: m.Sequence, srcs: event.DecodeSources(m.Header.Get(event.SourceHeader), n), fromStore: true}, nil
 }

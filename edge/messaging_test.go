@@ -1,0 +1,218 @@
+package edge_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"messenger/client"
+	"messenger/infra/platformtest"
+)
+
+func TestTwoUsersOnTwoEdges(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2})
+	alice, arec := dial(t, p, "alice", []int{0}, dialOpts{})
+	_, brec := dial(t, p, "bob", []int{1}, dialOpts{auto: true})
+
+	ack := send(t, alice, "bob", "", "hello bob")
+	if ack.Seq != 1 || ack.Conv == "" || ack.TS == 0 {
+		t.Fatalf("ack = %+v", ack)
+	}
+	if !ack.Online {
+		t.Errorf("bob is connected on another edge: ack.online must be true")
+	}
+	got := brec.waitMsgs(t, 1)[0]
+	if got.Text != "hello bob" || got.From != "alice" || got.Conv != ack.Conv || got.Seq != 1 || got.Kind != "text" || got.Cursor == "" || got.ID != ack.ID {
+		t.Fatalf("bob got %+v", got)
+	}
+	// The sender's own connection gets its message too, after the ack.
+	own := arec.waitMsgs(t, 1)[0]
+	if own.ID != ack.ID || own.Seq != 1 {
+		t.Fatalf("alice's own msg = %+v", own)
+	}
+	// Bob's client sent delivered; alice learns it, and the watermark shows.
+	platformtest.Eventually(t, 10*time.Second, func() error {
+		for _, r := range arec.ofType("receipt") {
+			if r.User == "bob" && r.Status == "delivered" && r.Seq == 1 && r.Cursor != "" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no delivered receipt from bob yet: %+v", arec.ofType("receipt"))
+	})
+	var v convView
+	if code := api(t, "GET", p.HTTP(1)+"/v1/conversations/"+ack.Conv, p.Token("alice"), nil, &v); code != 200 {
+		t.Fatalf("GET conversation: %d", code)
+	}
+	if v.Kind != "direct" || v.JoinedSeq != 1 || len(v.Members) != 2 {
+		t.Fatalf("conversation = %+v", v)
+	}
+	for _, m := range v.Members {
+		if m.User == "bob" && m.DeliveredSeq != 1 {
+			t.Fatalf("bob's delivered watermark = %d", m.DeliveredSeq)
+		}
+	}
+	// Bob answers into the same conversation by id.
+	back := send(t, mustDialed(t, p, "bob", 1), "", ack.Conv, "hi alice")
+	if back.Conv != ack.Conv || back.Seq != 2 {
+		t.Fatalf("reply ack = %+v", back)
+	}
+	if m := arec.waitMsgs(t, 2)[1]; m.Text != "hi alice" || m.Seq != 2 {
+		t.Fatalf("alice got %+v", m)
+	}
+}
+
+func mustDialed(t *testing.T, p *platformtest.Platform, user string, edge int) *client.Client {
+	c, _ := dial(t, p, user, []int{edge}, dialOpts{})
+	return c
+}
+
+func TestMultiDeviceAndReadReceipts(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2})
+	phone, prec := dial(t, p, "carol", []int{0}, dialOpts{device: "phone"})
+	_, lrec := dial(t, p, "carol", []int{1}, dialOpts{device: "laptop"})
+	dave, drec := dial(t, p, "dave", []int{1}, dialOpts{})
+
+	ack := send(t, dave, "carol", "", "one")
+	send(t, dave, "carol", "", "two")
+	for _, rec := range []*recorder{prec, lrec} {
+		ms := rec.waitMsgs(t, 2)
+		if ms[0].Text != "one" || ms[1].Text != "two" {
+			t.Fatalf("device got %+v", ms)
+		}
+	}
+	// Read on the phone: the laptop and dave get the read receipt.
+	if err := phone.Receipt(ack.Conv, 2, "read"); err != nil {
+		t.Fatal(err)
+	}
+	for name, rec := range map[string]*recorder{"laptop": lrec, "dave": drec} {
+		platformtest.Eventually(t, 10*time.Second, func() error {
+			for _, r := range rec.ofType("receipt") {
+				if r.User == "carol" && r.Status == "read" && r.Seq == 2 {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s has no read receipt", name)
+		})
+	}
+	// Carol's own message reaches her other device as well.
+	send(t, phone, "dave", "", "from phone")
+	if m := lrec.waitMsgs(t, 3)[2]; m.Text != "from phone" || m.From != "carol" {
+		t.Fatalf("laptop got %+v", m)
+	}
+	// A lower receipt changes nothing.
+	if err := phone.Receipt(ack.Conv, 1, "delivered"); err != nil {
+		t.Fatal(err)
+	}
+	var v convView
+	platformtest.Eventually(t, 5*time.Second, func() error {
+		api(t, "GET", p.HTTP(0)+"/v1/conversations/"+ack.Conv, p.Token("dave"), nil, &v)
+		for _, m := range v.Members {
+			if m.User == "carol" && m.ReadSeq == 2 && m.DeliveredSeq == 2 {
+				return nil
+			}
+		}
+		return fmt.Errorf("watermarks %+v", v.Members)
+	})
+}
+
+func TestOfflineUserCatchesUpFromCursor(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2})
+	erin, _ := dial(t, p, "erin", []int{0}, dialOpts{})
+	cursor := erin.Hello().Cursor
+	if cursor == "" {
+		t.Fatal("hello has no cursor")
+	}
+	_ = erin.Close()
+
+	frank, _ := dial(t, p, "frank", []int{1}, dialOpts{})
+	for i := 0; i < 30; i++ {
+		send(t, frank, "erin", "", fmt.Sprintf("m%02d", i))
+	}
+	_, rec := dial(t, p, "erin", []int{1}, dialOpts{cursor: cursor})
+	ms := rec.waitMsgs(t, 30)
+	time.Sleep(200 * time.Millisecond) // nothing more may come: check no duplicate arrives
+	ms = rec.msgs()
+	if len(ms) != 30 {
+		t.Fatalf("got %d messages, want 30", len(ms))
+	}
+	for i, m := range ms {
+		if m.Text != fmt.Sprintf("m%02d", i) || m.Seq != int64(i+1) {
+			t.Fatalf("message %d = %+v", i, m)
+		}
+	}
+}
+
+func TestResendIsDeduplicated(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{})
+	gina, _ := dial(t, p, "gina", []int{0}, dialOpts{})
+	_, hrec := dial(t, p, "hank", []int{0}, dialOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a1, err := gina.SendID(ctx, "same-id", "hank", "", "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := gina.SendID(ctx, "same-id", "hank", "", "different text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.Conv != a2.Conv || a1.Seq != a2.Seq || a1.TS != a2.TS {
+		t.Fatalf("resend ack %+v differs from first %+v", a2, a1)
+	}
+	// Over HTTP too.
+	var ack map[string]any
+	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token("gina"), map[string]any{"id": "same-id", "to": "hank", "text": "third"}, &ack); code != 200 || ack["seq"].(float64) != float64(a1.Seq) {
+		t.Fatalf("HTTP resend: %d %v", code, ack)
+	}
+	send(t, gina, "hank", "", "next")
+	ms := hrec.waitMsgs(t, 2)
+	if len(ms) != 2 || ms[0].Text != "first" || ms[1].Text != "next" || ms[1].Seq != 2 {
+		t.Fatalf("hank got %+v", ms)
+	}
+}
+
+// Both sides send at once through different edges, from the very first
+// message: one conversation, one gapless order, the same for both.
+func TestConcurrentSendsKeepOneOrder(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2, Edge: fastSends})
+	ivy, irec := dial(t, p, "ivy", []int{0}, dialOpts{})
+	jack, jrec := dial(t, p, "jack", []int{1}, dialOpts{})
+	const each = 60
+	var wg sync.WaitGroup
+	convs := make(chan string, 2*each)
+	for _, side := range []struct {
+		c  *client.Client
+		to string
+	}{{ivy, "jack"}, {jack, "ivy"}} {
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < each/4; i++ {
+					ack := send(t, side.c, side.to, "", fmt.Sprintf("%s-%d-%d", side.to, w, i))
+					convs <- ack.Conv
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(convs)
+	var conv string
+	for c := range convs {
+		if conv == "" {
+			conv = c
+		}
+		if c != conv {
+			t.Fatalf("two conversations: %s and %s", conv, c)
+		}
+	}
+	a := irec.waitMsgs(t, 2*each)
+	b := jrec.waitMsgs(t, 2*each)
+	for i := 0; i < 2*each; i++ {
+		if a[i].Seq != int64(i+1) || b[i].Seq != int64(i+1) || a[i].ID != b[i].ID || a[i].Text != b[i].Text {
+			t.Fatalf("position %d: ivy %+v, jack %+v", i, a[i], b[i])
+		}
+	}
+}
