@@ -1,0 +1,416 @@
+package main_test
+
+// End-to-end tests: the messenger binary run as separate processes, killed
+// for real. They speak only the public protocol.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"messenger/client"
+	"messenger/edge/auth"
+	"messenger/infra/platformtest"
+)
+
+const secret = "e2e-secret-0123456789abcdef"
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "messenger-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "messenger")
+	out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	http string
+	out  *bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+// start runs the binary; for roles with an HTTP listener it waits for /readyz.
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{out: &bytes.Buffer{}, done: make(chan struct{})}
+	for i, a := range args {
+		if a == "--http" {
+			p.http = args[i+1]
+		}
+	}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Env = append(os.Environ(), "MESSENGER_JWT_SECRET="+secret, "MESSENGER_LOG_LEVEL=warn")
+	var mu sync.Mutex
+	p.cmd.Stdout = lockedWriter{&mu, p.out}
+	p.cmd.Stderr = lockedWriter{&mu, p.out}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("%v output:\n%s", args, p.out.String())
+			mu.Unlock()
+		}
+	})
+	if p.http != "" {
+		platformtest.Eventually(t, 30*time.Second, func() error {
+			select {
+			case <-p.done:
+				t.Fatalf("%v exited: %v\n%s", args, p.err, p.out.String())
+			default:
+			}
+			resp, err := http.Get("http://" + p.http + "/readyz")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("readyz %d", resp.StatusCode)
+			}
+			return nil
+		})
+	}
+	return p
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func (p *proc) kill(t *testing.T) {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+func token(t *testing.T, user string) string {
+	s, err := auth.NewHS256Signer([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Token(user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+type inbox struct {
+	mu   sync.Mutex
+	msgs []client.Event
+}
+
+func (b *inbox) on(e client.Event) {
+	if e.Type == "msg" {
+		b.mu.Lock()
+		b.msgs = append(b.msgs, e)
+		b.mu.Unlock()
+	}
+}
+
+func (b *inbox) snapshot() []client.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]client.Event(nil), b.msgs...)
+}
+
+func connect(t *testing.T, user, cursor string, addrs ...string) (*client.Client, *inbox) {
+	t.Helper()
+	b := &inbox{}
+	var urls []string
+	for _, a := range addrs {
+		urls = append(urls, "ws://"+a)
+	}
+	tok := token(t, user)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Config{
+		URLs: urls, Token: func() (string, error) { return tok, nil }, Cursor: cursor, OnEvent: b.on,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("connect %s: %v", user, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, b
+}
+
+func waitCount(t *testing.T, b *inbox, n int) []client.Event {
+	t.Helper()
+	platformtest.Eventually(t, 30*time.Second, func() error {
+		if got := len(b.snapshot()); got < n {
+			return fmt.Errorf("%d of %d messages", got, n)
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond) // a duplicate would show now
+	return b.snapshot()
+}
+
+// postMessage sends over HTTP; it returns the HTTP status and the ack or error body.
+func postMessage(addr, tok, id, to, text string) (int, map[string]any, error) {
+	body, _ := json.Marshal(map[string]string{"id": id, "to": to, "text": text})
+	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/messages", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out, nil
+}
+
+// The whole process is killed with SIGKILL after acks; restarted on the
+// same data, it has lost no acked message.
+func TestSIGKILLAfterAcksLosesNothing(t *testing.T) {
+	data := t.TempDir()
+	addr, natsAddr := freeAddr(t), freeAddr(t)
+	args := []string{"all", "--http", addr, "--nats-listen", natsAddr, "--data", data, "--send-rate", "10000", "--send-burst", "10000"}
+	p := start(t, args...)
+	bob, _ := connect(t, "bob", "", addr)
+	cursor := bob.Hello().Cursor
+	_ = bob.Close()
+	tok := token(t, "alice")
+	const n = 300
+	for i := 0; i < n; i++ {
+		code, ack, err := postMessage(addr, tok, fmt.Sprintf("k%d", i), "bob", fmt.Sprintf("kill-%d", i))
+		if err != nil || code != 200 {
+			t.Fatalf("send %d: %d %v %v", i, code, ack, err)
+		}
+	}
+	p.kill(t)
+	start(t, args...)
+	_, box := connect(t, "bob", cursor, addr)
+	ms := waitCount(t, box, n)
+	if len(ms) != n {
+		t.Fatalf("after restart bob has %d messages, want %d", len(ms), n)
+	}
+	for i, m := range ms {
+		if m.Text != fmt.Sprintf("kill-%d", i) || m.Seq != int64(i+1) {
+			t.Fatalf("message %d: %+v", i, m)
+		}
+	}
+}
+
+// Roles as separate processes: NATS, two edges, one fan-out. An edge is
+// killed mid-conversation; its client reconnects to the other edge with its
+// cursor and gets every message once, in order.
+func TestEdgeProcessKilledClientsMoveToAnotherEdge(t *testing.T) {
+	data := t.TempDir()
+	natsAddr := freeAddr(t)
+	nurl := "nats://" + natsAddr
+	start(t, "nats", "--http", freeAddr(t), "--nats-listen", natsAddr, "--data", data)
+	start(t, "fanout", "--http", freeAddr(t), "--nats", nurl)
+	a, b := freeAddr(t), freeAddr(t)
+	start(t, "edge", "--http", a, "--nats", nurl)
+	eb := start(t, "edge", "--http", b, "--nats", nurl)
+
+	_, box := connect(t, "bob", "", b, a)
+	alice, _ := connect(t, "alice", "", a)
+	const n = 120
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := alice.Send(ctx, "bob", "", fmt.Sprintf("e-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if i == n/2 {
+			eb.kill(t)
+		}
+		if i%20 == 19 {
+			time.Sleep(500 * time.Millisecond) // the send rate limit
+		}
+	}
+	ms := waitCount(t, box, n)
+	if len(ms) != n {
+		t.Fatalf("bob has %d messages, want %d", len(ms), n)
+	}
+	for i, m := range ms {
+		if m.Text != fmt.Sprintf("e-%d", i) {
+			t.Fatalf("message %d: %q", i, m.Text)
+		}
+	}
+}
+
+// SIGTERM under traffic: the process drains within its timeout, and every
+// send that was acked is stored (no false ack); the others were answered
+// unavailable or cut.
+func TestSIGTERMUnderTrafficDrainsWithoutFalseAck(t *testing.T) {
+	data := t.TempDir()
+	addr, natsAddr := freeAddr(t), freeAddr(t)
+	args := []string{"all", "--http", addr, "--nats-listen", natsAddr, "--data", data, "--send-rate", "10000", "--send-burst", "10000"}
+	p := start(t, args...)
+	bob, _ := connect(t, "bob", "", addr)
+	cursor := bob.Hello().Cursor
+	_ = bob.Close()
+
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok := token(t, fmt.Sprintf("sender%d", w))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				text := fmt.Sprintf("w%d-%d", w, i)
+				code, _, err := postMessage(addr, tok, text, "bob", text)
+				if err == nil && code == 200 {
+					mu.Lock()
+					acked[text] = true
+					mu.Unlock()
+				}
+				if err != nil {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(700 * time.Millisecond)
+	sent := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("did not stop within the shutdown timeout")
+	}
+	close(stop)
+	wg.Wait()
+	if p.err != nil {
+		t.Errorf("exit after SIGTERM: %v", p.err)
+	}
+	t.Logf("drained in %v with %d acked sends", time.Since(sent), len(acked))
+	if len(acked) == 0 {
+		t.Fatal("no send was acked before SIGTERM")
+	}
+	start(t, args...)
+	_, box := connect(t, "bob", cursor, addr)
+	platformtest.Eventually(t, 30*time.Second, func() error {
+		have := map[string]bool{}
+		for _, m := range box.snapshot() {
+			have[m.Text] = true
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for text := range acked {
+			if !have[text] {
+				return fmt.Errorf("acked %q is missing (%d of %d here)", text, len(have), len(acked))
+			}
+		}
+		return nil
+	})
+}
+
+// While NATS cannot store, a send is answered unavailable: never a hang,
+// never a false ack; once NATS is back, sends are acked again.
+func TestUnavailableWhileNATSIsDown(t *testing.T) {
+	data := t.TempDir()
+	natsAddr := freeAddr(t)
+	nurl := "nats://" + natsAddr
+	natsArgs := []string{"nats", "--http", freeAddr(t), "--nats-listen", natsAddr, "--data", data}
+	ns := start(t, natsArgs...)
+	start(t, "fanout", "--http", freeAddr(t), "--nats", nurl)
+	a := freeAddr(t)
+	start(t, "edge", "--http", a, "--nats", nurl)
+	tok := token(t, "alice")
+	if code, ack, err := postMessage(a, tok, "u1", "bob", "before"); err != nil || code != 200 {
+		t.Fatalf("send before: %d %v %v", code, ack, err)
+	}
+	ns.kill(t)
+	began := time.Now()
+	code, body, err := postMessage(a, tok, "u2", "bob", "during")
+	if err != nil {
+		t.Fatalf("send during outage: %v", err)
+	}
+	if code != 503 || !strings.Contains(fmt.Sprint(body), "unavailable") {
+		t.Fatalf("send during outage: %d %v, want 503 unavailable", code, body)
+	}
+	if d := time.Since(began); d > 8*time.Second {
+		t.Fatalf("unavailable took %v", d)
+	}
+	start(t, natsArgs...)
+	platformtest.Eventually(t, 30*time.Second, func() error {
+		code, body, err := postMessage(a, tok, "u3", "bob", "after")
+		if err != nil || code != 200 {
+			return fmt.Errorf("%d %v %v", code, body, err)
+		}
+		return nil
+	})
+}
+
+func TestNoSecretRefusesToStartAndDevKeepsOne(t *testing.T) {
+	cmd := exec.Command(binary, "all", "--http", freeAddr(t), "--nats-listen", freeAddr(t), "--data", t.TempDir())
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no token key") {
+		t.Fatalf("started without a secret: %v\n%s", err, out)
+	}
+	data := t.TempDir()
+	tok := exec.Command(binary, "token", "zed", "--dev", "--data", data)
+	tok.Env = cmd.Env
+	first, err := tok.Output()
+	if err != nil {
+		t.Fatalf("token --dev: %v", err)
+	}
+	secretFile, err := os.ReadFile(filepath.Join(data, "dev-secret"))
+	if err != nil || len(bytes.TrimSpace(secretFile)) < 32 {
+		t.Fatalf("dev secret not kept: %v %q", err, secretFile)
+	}
+	v, _ := auth.NewHS256Verifier(bytes.TrimSpace(secretFile))
+	if user, _, err := v.Verify(string(bytes.TrimSpace(first))); err != nil || user != "zed" {
+		t.Fatalf("dev token does not verify with the kept secret: %v %q", err, user)
+	}
+}
