@@ -22,6 +22,7 @@ commands:
   edge     WebSocket and HTTP API, against --nats
   fanout   per-recipient fan-out, against --nats
   token    print a token: messenger token <user> [--ttl 24h]
+  chat     a terminal chat client: messenger chat <user> [--to <peer>]
 
 Every flag also reads MESSENGER_<FLAG>; run 'messenger <command> -h' for the flags.
 `
@@ -58,6 +59,17 @@ func run(args []string) error {
 			user = fs.Arg(0)
 		}
 		return printToken(&cfg, user, *ttl)
+	case "chat":
+		to := fs.String("to", "", "the user to write to")
+		url := fs.String("url", "ws://127.0.0.1:8080", "WebSocket base URL of an edge")
+		var user string
+		if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+			user, args = args[0], args[1:]
+		}
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		return chat(&cfg, user, *to, *url, os.Stdin, os.Stdout)
 	case "all", "nats", "edge", "fanout":
 		if err := parse(fs, args); err != nil {
 			return err
