@@ -199,3 +199,48 @@ func TestSlowReaderIsClosedAndResumes(t *testing.T) {
 		}
 	}
 }
+
+// Two fan-outs at once over the same streams (a failover overlap, or a
+// mistake): every message still reaches the queue exactly once, in order.
+func TestTwoFanoutsWriteEachEntryOnce(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edge: fastSends})
+	p.StartFanout()
+	vic, _ := dial(t, p, "vic", []int{0}, dialOpts{})
+	wes, _ := dial(t, p, "wes", []int{0}, dialOpts{})
+	start := wes.Hello().Cursor
+	const n = 150
+	for i := 0; i < n; i++ {
+		send(t, vic, "wes", "", fmt.Sprint(i))
+	}
+	_, rec := dial(t, p, "wes", []int{0}, dialOpts{cursor: start})
+	rec.waitMsgs(t, n)
+	time.Sleep(300 * time.Millisecond)
+	ms := rec.msgs()
+	if len(ms) != n {
+		t.Fatalf("wes's queue holds %d messages, want %d", len(ms), n)
+	}
+	for i, m := range ms {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("position %d: seq %d", i, m.Seq)
+		}
+	}
+}
+
+// A connection whose token expires is closed with 4001.
+func TestExpiredTokenClosesWith4001(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edge: edgeConfig(func(c *edgeCfg) {
+		c.PingInterval, c.IdleTimeout = 200*time.Millisecond, 10*time.Second
+	})})
+	tok, err := p.Signer.Token("xena", 1500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := dialRaw(t, p.WS(0)+"/v1/ws?access_token="+tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFrame(t, "hello", 0)
+	if code := r.waitClose(t); code != 4001 {
+		t.Fatalf("closed with %d, want 4001", code)
+	}
+}

@@ -46,9 +46,9 @@ type Platform struct {
 	Conf   streams.Config
 	Log    *zap.Logger
 
-	mu     sync.Mutex
-	Edges  []*Edge
-	fanout *running
+	mu      sync.Mutex
+	Edges   []*Edge
+	fanouts []*running
 }
 
 // Edge is one running edge.
@@ -133,7 +133,7 @@ func (p *Platform) handles(nc *nats.Conn) (jetstream.JetStream, *streams.Handles
 	return js, h
 }
 
-// StartFanout starts the fan-out (again).
+// StartFanout starts a fan-out (again, or one more: several may run at once).
 func (p *Platform) StartFanout() {
 	nc := p.Conn()
 	js, h := p.handles(nc)
@@ -150,22 +150,21 @@ func (p *Platform) StartFanout() {
 		}
 	}()
 	p.mu.Lock()
-	p.fanout = r
+	p.fanouts = append(p.fanouts, r)
 	p.mu.Unlock()
 }
 
-// StopFanout stops the fan-out, as a crash would: its connection closes.
+// StopFanout stops every fan-out; its connection closes.
 func (p *Platform) StopFanout() {
 	p.mu.Lock()
-	r := p.fanout
-	p.fanout = nil
+	rs := p.fanouts
+	p.fanouts = nil
 	p.mu.Unlock()
-	if r == nil {
-		return
+	for _, r := range rs {
+		r.cancel()
+		<-r.done
+		r.nc.Close()
 	}
-	r.cancel()
-	<-r.done
-	r.nc.Close()
 }
 
 // StartEdge starts one more edge and returns its index.
