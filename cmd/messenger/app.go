@@ -292,12 +292,9 @@ func printToken(cfg *config, user string, ttl time.Duration) error {
 	if user == "" {
 		return errors.New("usage: messenger token <user> [--ttl 24h]")
 	}
-	_, s, err := keys(cfg, nil)
+	s, err := signer(cfg)
 	if err != nil {
 		return err
-	}
-	if s == nil {
-		return errors.New("EdDSA tokens need --jwt-private-key")
 	}
 	tok, err := s.Token(user, ttl)
 	if err != nil {
@@ -305,4 +302,16 @@ func printToken(cfg *config, user string, ttl time.Duration) error {
 	}
 	fmt.Println(tok)
 	return nil
+}
+
+// signer is the configured key that can mint tokens (token, chat).
+func signer(cfg *config) (*auth.Signer, error) {
+	_, s, err := keys(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return nil, errors.New("minting EdDSA tokens needs --jwt-private-key")
+	}
+	return s, nil
 }

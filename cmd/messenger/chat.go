@@ -16,17 +16,14 @@ import (
 // chat is a line-oriented terminal client: what a newcomer uses to try the
 // platform with two terminals. Lines typed are sent to the current peer;
 // "/to <user>" changes the peer; incoming messages print as they arrive,
-// with the ticks of one's own messages (✓ stored, ✓✓ delivered, read).
+// one's own with ✓ once stored, and the peer's receipts as they come.
 func chat(cfg *config, user, to, url string, in io.Reader, out io.Writer) error {
 	if user == "" {
 		return errors.New("usage: messenger chat <user> [--to <peer>] [--url ws://127.0.0.1:8080]")
 	}
-	_, signer, err := keys(cfg, nil)
+	signer, err := signer(cfg)
 	if err != nil {
 		return err
-	}
-	if signer == nil {
-		return errors.New("chat needs a key that can sign: --jwt-secret, --dev, or --jwt-private-key")
 	}
 	cursorFile := fmt.Sprintf("%s/chat-%s.cursor", cfg.Data, user)
 	saved, _ := os.ReadFile(cursorFile)

@@ -207,16 +207,22 @@ func postMessage(addr, tok, id, to, text string) (int, map[string]any, error) {
 	return resp.StatusCode, out, nil
 }
 
+// startAllWithBob runs `messenger all` on fresh data with the send limit
+// lifted, and returns bob's starting cursor.
+func startAllWithBob(t *testing.T) (p *proc, args []string, addr, cursor string) {
+	addr, natsAddr := freeAddr(t), freeAddr(t)
+	args = []string{"all", "--http", addr, "--nats-listen", natsAddr, "--data", t.TempDir(), "--send-rate", "10000", "--send-burst", "10000"}
+	p = start(t, args...)
+	bob, _ := connect(t, "bob", "", addr)
+	cursor = bob.Hello().Cursor
+	_ = bob.Close()
+	return p, args, addr, cursor
+}
+
 // The whole process is killed with SIGKILL after acks; restarted on the
 // same data, it has lost no acked message.
 func TestSIGKILLAfterAcksLosesNothing(t *testing.T) {
-	data := t.TempDir()
-	addr, natsAddr := freeAddr(t), freeAddr(t)
-	args := []string{"all", "--http", addr, "--nats-listen", natsAddr, "--data", data, "--send-rate", "10000", "--send-burst", "10000"}
-	p := start(t, args...)
-	bob, _ := connect(t, "bob", "", addr)
-	cursor := bob.Hello().Cursor
-	_ = bob.Close()
+	p, args, addr, cursor := startAllWithBob(t)
 	tok := token(t, "alice")
 	const n = 300
 	for i := 0; i < n; i++ {
@@ -283,13 +289,7 @@ func TestEdgeProcessKilledClientsMoveToAnotherEdge(t *testing.T) {
 // send that was acked is stored (no false ack); the others were answered
 // unavailable or cut.
 func TestSIGTERMUnderTrafficDrainsWithoutFalseAck(t *testing.T) {
-	data := t.TempDir()
-	addr, natsAddr := freeAddr(t), freeAddr(t)
-	args := []string{"all", "--http", addr, "--nats-listen", natsAddr, "--data", data, "--send-rate", "10000", "--send-burst", "10000"}
-	p := start(t, args...)
-	bob, _ := connect(t, "bob", "", addr)
-	cursor := bob.Hello().Cursor
-	_ = bob.Close()
+	p, args, addr, cursor := startAllWithBob(t)
 
 	var mu sync.Mutex
 	acked := map[string]bool{}
