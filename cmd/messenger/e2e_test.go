@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lxzan/gws"
 
 	"messenger/client"
 	"messenger/edge/auth"
@@ -319,6 +322,13 @@ func TestSIGTERMUnderTrafficDrainsWithoutFalseAck(t *testing.T) {
 			}
 		}()
 	}
+	closeCode := make(chan uint16, 1)
+	watcher := &closeWatcher{code: closeCode}
+	ws, _, err := gws.NewClient(watcher, &gws.ClientOption{Addr: "ws://" + addr + "/v1/ws", RequestHeader: http.Header{"Authorization": []string{"Bearer " + token(t, "watcher")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ws.ReadLoop()
 	time.Sleep(700 * time.Millisecond)
 	sent := time.Now()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -333,6 +343,14 @@ func TestSIGTERMUnderTrafficDrainsWithoutFalseAck(t *testing.T) {
 		t.Errorf("exit after SIGTERM: %v", p.err)
 	}
 	t.Logf("drained in %v with %d acked sends", time.Since(sent), len(acked))
+	select {
+	case code := <-closeCode:
+		if code != 1001 {
+			t.Errorf("WebSocket closed with %d on SIGTERM, want 1001", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("WebSocket not closed on SIGTERM")
+	}
 	if len(acked) == 0 {
 		t.Fatal("no send was acked before SIGTERM")
 	}
@@ -389,6 +407,21 @@ func TestUnavailableWhileNATSIsDown(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// closeWatcher reports the close code a server sends.
+type closeWatcher struct {
+	gws.BuiltinEventHandler
+	code chan uint16
+}
+
+func (w *closeWatcher) OnClose(_ *gws.Conn, err error) {
+	var ce *gws.CloseError
+	if errors.As(err, &ce) {
+		w.code <- ce.Code
+		return
+	}
+	w.code <- 0
 }
 
 func TestNoSecretRefusesToStartAndDevKeepsOne(t *testing.T) {
