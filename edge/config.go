@@ -40,6 +40,19 @@ type Config struct {
 	MaxReplays int
 	// ConvCache bounds the conversations whose state is kept. Default 100,000.
 	ConvCache int
+	// HistoryRate and HistoryBurst bound each user's history and
+	// conversation-list reads per second on this edge. Defaults 20 and 40.
+	HistoryRate  float64
+	HistoryBurst int
+	// RecentConvs conversations keep their RecentMessages newest events in
+	// memory, so that opening a recent chat reads no store. Defaults 50,000
+	// and 15 (the newest page of a phone).
+	RecentConvs    int
+	RecentMessages int
+	// HistoryPage is the default page size, MaxHistoryPage the cap.
+	// Defaults 50 and 100.
+	HistoryPage    int
+	MaxHistoryPage int
 }
 
 func (c Config) withDefaults() Config {
@@ -56,6 +69,14 @@ func (c Config) withDefaults() Config {
 	def(&c.ReplayBatch, 256)
 	def(&c.MaxReplays, 256)
 	def(&c.ConvCache, 100_000)
+	def(&c.HistoryBurst, 40)
+	def(&c.RecentConvs, 50_000)
+	def(&c.RecentMessages, 15)
+	def(&c.HistoryPage, 50)
+	def(&c.MaxHistoryPage, 100)
+	if c.HistoryRate <= 0 {
+		c.HistoryRate = 20
+	}
 	if c.SendRate <= 0 {
 		c.SendRate = 20
 	}

@@ -17,6 +17,7 @@ import (
 
 	"messenger/edge/auth"
 	"messenger/services/event"
+	"messenger/services/history"
 	"messenger/streams"
 )
 
@@ -33,6 +34,10 @@ type Edge struct {
 	convs       *convCache
 	hub         *hub
 	limits      *limiters
+	// history reads
+	historyLimits *limiters
+	recent        *recentCache
+	pager         *history.Pager
 	inflight    inflight
 	upgrader    *gws.Upgrader
 	replaySlots chan struct{}
@@ -42,25 +47,49 @@ type Edge struct {
 	heads       headCache
 }
 
+// Deps are what an edge works with.
+type Deps struct {
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Handles  *streams.Handles
+	Verifier *auth.Verifier
+	Log      *zap.Logger
+	Metrics  prometheus.Registerer // may be nil
+	// Projection is the history projection (ClickHouse); nil serves history
+	// from the conversation streams alone.
+	Projection history.Store
+}
+
 // New makes an edge. Its NATS connection's error handler should call
 // Edge.NATSErrorHandler and its reconnect handler Edge.NATSReconnected, so
 // that announcements NATS dropped are refilled from the queues.
-func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, h *streams.Handles, v *auth.Verifier, log *zap.Logger, reg prometheus.Registerer) (*Edge, error) {
-	if nc == nil || js == nil || h == nil || v == nil || log == nil {
+func New(cfg Config, d Deps) (*Edge, error) {
+	if d.NC == nil || d.JS == nil || d.Handles == nil || d.Verifier == nil || d.Log == nil {
 		return nil, errors.New("edge: missing dependency")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	nc, h := d.NC, d.Handles
 	e := &Edge{
-		cfg: cfg, nc: nc, js: js, h: h, verifier: v,
-		log:         log.With(zap.String("component", "edge")),
-		m:           newMetrics(reg),
-		convs:       newConvCache(cfg.ConvCache),
-		limits:      newLimiters(cfg.SendRate, cfg.SendBurst),
-		replaySlots: make(chan struct{}, cfg.MaxReplays),
-		stopping:    make(chan struct{}),
+		cfg: cfg, nc: nc, js: d.JS, h: h, verifier: d.Verifier,
+		log:           d.Log.With(zap.String("component", "edge")),
+		m:             newMetrics(d.Metrics),
+		convs:         newConvCache(cfg.ConvCache),
+		limits:        newLimiters(cfg.SendRate, cfg.SendBurst),
+		historyLimits: newLimiters(cfg.HistoryRate, cfg.HistoryBurst),
+		recent:        newRecentCache(cfg.RecentConvs, cfg.RecentMessages),
+		replaySlots:   make(chan struct{}, cfg.MaxReplays),
+		stopping:      make(chan struct{}),
+	}
+	e.pager = &history.Pager{
+		Projection: d.Projection,
+		Stream:     &history.StreamStore{NC: nc, H: h},
+		OnProjectionError: func(err error) {
+			e.m.projectionErrors.Inc()
+			e.log.Warn("history projection unavailable: reading the stream", zap.Error(err))
+		},
 	}
 	e.hub = newHub(e)
 	e.heads.parts = make([]headEntry, len(h.Queue))
@@ -90,6 +119,7 @@ func (e *Edge) Run(ctx context.Context) error {
 		case now := <-t.C:
 			e.keepAlive(now)
 			e.limits.sweep(now)
+			e.historyLimits.sweep(now)
 		}
 	}
 }

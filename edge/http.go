@@ -25,6 +25,8 @@ func (e *Edge) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/messages", e.authed(e.postMessage))
 	mux.HandleFunc("POST /v1/receipts", e.authed(e.postReceipt))
 	mux.HandleFunc("GET /v1/conversations/{conv}", e.authed(e.getConversation))
+	mux.HandleFunc("GET /v1/conversations/{conv}/messages", e.authed(e.getMessages))
+	mux.HandleFunc("GET /v1/conversations", e.authed(e.getConversations))
 }
 
 type authedHandler func(w http.ResponseWriter, r *http.Request, user string)

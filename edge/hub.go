@@ -165,6 +165,11 @@ func (h *hub) handle(m *nats.Msg) {
 		h.refill(sp.ID)
 		return
 	}
+	if hd, err := event.DecodeHead(doc); err == nil && hd.Type == event.TypeMsg {
+		// The stream sequence is not in the announcement: 0 is fine, the
+		// cache serves docs and a later page anchors on its own rows.
+		h.e.noteEvent(hd.Conv, hd.Seq, 0, doc)
+	}
 	for _, s := range h.sessionsOf(sp.ID) {
 		s.offer(seq, prev, doc)
 	}

@@ -12,6 +12,11 @@ type metrics struct {
 	replays     prometheus.Counter
 	gaps        prometheus.Counter
 	conflicts   prometheus.Counter
+
+	historyPages     *prometheus.CounterVec
+	historyLatency   prometheus.Histogram
+	projectionErrors prometheus.Counter
+	listLatency      prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,9 +35,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		replays:    prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_replays_total", Help: "Catch-ups from a queue position (connects with a cursor, syncs, gap refills)."}),
 		gaps:       prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_live_gaps_total", Help: "Live announcements that showed a missed one."}),
 		conflicts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_seq_conflicts_total", Help: "Sends that lost the race for a conversation seq and were retried."}),
+		historyPages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "messenger_edge_history_pages_total", Help: "History pages served, by source (recent cache or store).",
+		}, []string{"source"}),
+		historyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "messenger_edge_history_page_seconds", Help: "Time to answer a history page.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		projectionErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_edge_projection_errors_total", Help: "History reads the projection could not answer (served from the stream).",
+		}),
+		listLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "messenger_edge_conversation_list_seconds", Help: "Time to answer GET /v1/conversations.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.connects, m.sends, m.ackLatency, m.delivered, m.slowClosed, m.replays, m.gaps, m.conflicts)
+		reg.MustRegister(m.connections, m.connects, m.sends, m.ackLatency, m.delivered, m.slowClosed, m.replays, m.gaps, m.conflicts,
+			m.historyPages, m.historyLatency, m.projectionErrors, m.listLatency)
 	}
 	return m
 }

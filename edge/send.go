@@ -176,6 +176,7 @@ func (e *Edge) publish(ctx context.Context, st *convState, conv, user string, r 
 			return &Ack{Type: "ack", ID: r.ID, Conv: m.Conv, Seq: m.Seq, TS: m.TS}, nil
 		}
 		st.seq, st.streamSeq, st.ts = ev.Seq, pa.Sequence, ev.TS
+		e.noteEvent(conv, ev.Seq, pa.Sequence, data)
 		return &Ack{Type: "ack", ID: r.ID, Conv: conv, Seq: ev.Seq, TS: ev.TS}, nil
 	}
 }

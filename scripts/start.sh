@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The one command to run the platform on a fresh machine: installs what is
-# missing, builds the binary and runs every role in one process in
-# development mode (a secret kept under ./data, printed at start).
+# missing, starts ClickHouse (scripts/clickhouse.sh; left running), builds the
+# binary and runs every role in one process in development mode (a secret
+# kept under ./data, printed at start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+# ClickHouse (history and analytics) first: a background server under ./.clickhouse.
+bash scripts/clickhouse.sh start
+export MESSENGER_CLICKHOUSE="${MESSENGER_CLICKHOUSE:-127.0.0.1:${CLICKHOUSE_TCP_PORT:-9000}}"
 mkdir -p bin
 go build -o bin/messenger ./cmd/messenger
 export MESSENGER_DATA="${MESSENGER_DATA:-./data}"

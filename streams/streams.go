@@ -16,6 +16,23 @@ import (
 const (
 	ConvStreamPrefix  = "CONV_"
 	QueueStreamPrefix = "UQ_"
+	InboxStreamPrefix = "INBOX_"
+)
+
+// DeadLetterStream keeps what a consumer gave up on, with the reason.
+const DeadLetterStream = "DEAD_LETTERS"
+
+// ProjectorDurable is the durable consumer name of the ClickHouse projector
+// on every conversation stream. Never rename it: a new name re-projects all.
+const ProjectorDurable = "projector"
+
+// Dead-letter headers: where the event came from and why it was given up.
+const (
+	DeadSubjectHeader   = "Dead-Subject"
+	DeadStreamHeader    = "Dead-Stream"
+	DeadSequenceHeader  = "Dead-Sequence"
+	DeadReasonHeader    = "Dead-Reason"
+	DeadComponentHeader = "Dead-Component"
 )
 
 // Key-value buckets.
@@ -122,6 +139,57 @@ func (c Config) QueueStreamConfig(p int) jetstream.StreamConfig {
 	}
 }
 
+// InboxStream is the name of conversation-list stream p.
+func InboxStream(p int) string { return InboxStreamPrefix + strconv.Itoa(p) }
+
+// InboxStreamConfig holds, for the users of partition p, one summary per
+// conversation (the last per subject): the conversation list, a projection.
+func (c Config) InboxStreamConfig(p int) jetstream.StreamConfig {
+	c = c.WithDefaults()
+	return jetstream.StreamConfig{
+		Name:              InboxStream(p),
+		Description:       "conversation-list summaries per user and conversation, partition " + strconv.Itoa(p),
+		Subjects:          []string{subjects.InboxFilter(p)},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.Replicas,
+		MaxMsgsPerSubject: 1,
+		Duplicates:        time.Minute,
+		AllowDirect:       true,
+		Discard:           jetstream.DiscardOld,
+	}
+}
+
+// DeadLetterStreamConfig keeps dead letters until they are replayed.
+func (c Config) DeadLetterStreamConfig() jetstream.StreamConfig {
+	c = c.WithDefaults()
+	return jetstream.StreamConfig{
+		Name:        DeadLetterStream,
+		Description: "events a consumer gave up on, with the reason; replayed by messenger replay-dead-letters",
+		Subjects:    []string{subjects.DeadLettersFilter()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		AllowDirect: true,
+	}
+}
+
+// ProjectorConsumerConfig is the projector's durable pull consumer on
+// conversation stream p: acked in order (AckAll) once ClickHouse has the
+// batch; redelivery is driven by the projector itself, never by the server.
+func ProjectorConsumerConfig(p int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ProjectorDurable,
+		Description:   "ClickHouse history projection of " + ConvStream(p),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       5 * time.Minute,
+		MaxDeliver:    -1,
+		MaxAckPending: 50_000,
+		MaxWaiting:    16,
+	}
+}
+
 // BucketConfigs are the key-value buckets.
 func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 	c = c.WithDefaults()
@@ -152,11 +220,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if err := checkPartitions(ctx, fanoutKV, c.Partitions); err != nil {
 		return err
 	}
+	all := []jetstream.StreamConfig{c.DeadLetterStreamConfig()}
 	for p := 0; p < c.Partitions; p++ {
-		for _, sc := range []jetstream.StreamConfig{c.ConvStreamConfig(p), c.QueueStreamConfig(p)} {
-			if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-				return fmt.Errorf("streams: ensure %s: %w", sc.Name, err)
-			}
+		all = append(all, c.ConvStreamConfig(p), c.QueueStreamConfig(p), c.InboxStreamConfig(p))
+	}
+	for _, sc := range all {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("streams: ensure %s: %w", sc.Name, err)
 		}
 	}
 	return nil
@@ -192,6 +262,8 @@ type Handles struct {
 	Layout     subjects.Layout
 	Conv       []jetstream.Stream // by partition
 	Queue      []jetstream.Stream // by partition
+	Inbox      []jetstream.Stream // by partition
+	Dead       jetstream.Stream
 	Convs      jetstream.KeyValue
 	Watermarks jetstream.KeyValue
 	Fanout     jetstream.KeyValue
@@ -213,10 +285,18 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrNotReady, QueueStream(p), err)
 		}
+		is, err := js.Stream(ctx, InboxStream(p))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrNotReady, InboxStream(p), err)
+		}
 		h.Conv = append(h.Conv, cs)
 		h.Queue = append(h.Queue, qs)
+		h.Inbox = append(h.Inbox, is)
 	}
 	var err error
+	if h.Dead, err = js.Stream(ctx, DeadLetterStream); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotReady, DeadLetterStream, err)
+	}
 	if h.Convs, err = js.KeyValue(ctx, BucketConvs); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketConvs, err)
 	}

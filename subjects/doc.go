@@ -7,6 +7,8 @@
 //	rcpt.<p>.<conv>   receipts of a conversation, in stream CONV_<p>
 //	uq.<p>.<user>     a user's queue of stored events, in stream UQ_<p>
 //	live.<p>.<user>   live copy of a user's queue entries (core NATS only)
+//	inbox.<p>.<user>.<conv>  user's summary of conv (conversation list), in INBOX_<p>
+//	dead.<component>  events a component gave up on, with the reason, in DEAD_LETTERS
 //
 // <p> is the logical partition of the conversation or user: fnv32a of the id
 // modulo the partition count, exactly what the NATS server's

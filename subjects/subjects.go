@@ -91,5 +91,31 @@ func Parse(subject string) (Parsed, error) {
 	return Parsed{Prefix: parts[0], Partition: p, ID: parts[2]}, nil
 }
 
+// DeadLetterPrefix is the first token of dead-letter subjects.
+const DeadLetterPrefix = "dead"
+
+// DeadLetters is the subject of the events a component gave up on.
+func DeadLetters(component string) string { return DeadLetterPrefix + "." + component }
+
+// DeadLettersFilter matches every dead letter.
+func DeadLettersFilter() string { return DeadLetterPrefix + ".>" }
+
+// InboxPrefix is the first token of conversation-list subjects.
+const InboxPrefix = "inbox"
+
+// Inbox is the subject of user's summary of conv in the conversation list;
+// it lives in the user's partition.
+func (l Layout) Inbox(user, conv string) string {
+	return InboxPrefix + "." + l.part(user) + "." + user + "." + conv
+}
+
+// InboxOf matches every conversation summary of user.
+func (l Layout) InboxOf(user string) string {
+	return InboxPrefix + "." + l.part(user) + "." + user + ".*"
+}
+
+// InboxFilter matches every summary of partition p.
+func InboxFilter(p int) string { return InboxPrefix + "." + strconv.Itoa(p) + ".*.*" }
+
 // DirectGet is the JetStream API subject for direct (batch) gets on stream.
 func DirectGet(stream string) string { return "$JS.API.DIRECT.GET." + stream }

@@ -25,8 +25,10 @@ import (
 
 	"messenger/edge"
 	"messenger/edge/auth"
+	chinfra "messenger/infra/clickhouse"
 	"messenger/infra/natsserver"
 	"messenger/services/fanout"
+	"messenger/services/projector"
 	"messenger/streams"
 )
 
@@ -40,6 +42,24 @@ type app struct {
 	fanout *fanout.Fanout
 	mux    *http.ServeMux
 	ln     net.Listener
+	cmd    string
+	ch     *chLink // nil without --clickhouse
+	js     jetstream.JetStream
+	h      *streams.Handles
+	reg    prometheus.Registerer
+}
+
+// runProjector projects into ClickHouse once it is connected.
+func (a *app) runProjector(ctx context.Context) error {
+	conn, err := a.ch.get(ctx)
+	if err != nil {
+		return nil
+	}
+	p, err := projector.New(projector.Config{}, a.js, a.h, conn, a.log, a.reg)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
 }
 
 func newLogger(level string) (*zap.Logger, error) {
@@ -59,7 +79,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	a := &app{cfg: cfg, log: log.With(zap.String("role", cmd)), mux: http.NewServeMux()}
+	a := &app{cfg: cfg, cmd: cmd, log: log.With(zap.String("role", cmd)), mux: http.NewServeMux()}
 	var cleanups []func()
 	cleanup := func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -149,18 +169,31 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		}
 		a.fanout = f
 	}
+	usesCH := cfg.ClickHouse != "" && (cmd == "all" || cmd == "edge" || cmd == "projector")
+	if usesCH {
+		a.ch = newCHLink(chinfra.Config{Addr: cfg.ClickHouse, Database: cfg.ClickHouseDB}, a.log)
+	}
+	if cmd == "projector" && !usesCH {
+		return fail(errors.New("the projector needs --clickhouse"))
+	}
+	a.js, a.h = js, h
 	if cmd == "all" || cmd == "edge" {
+		d := edge.Deps{NC: nc, JS: js, Handles: h, Verifier: verifier, Log: a.log, Metrics: reg}
+		if a.ch != nil {
+			d.Projection = linkStore{a.ch}
+		}
 		e, err = edge.New(edge.Config{
 			MaxText: cfg.MaxText, MaxFrame: cfg.MaxFrame, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
 			QueueFrames: cfg.QueueFrames, PingInterval: cfg.PingInterval, IdleTimeout: cfg.IdleTimeout,
-			AllowedOrigins: cfg.origins(),
-		}, nc, js, h, verifier, a.log, reg)
+			AllowedOrigins: cfg.origins(), HistoryRate: cfg.HistoryRate, HistoryBurst: cfg.HistoryBurst,
+		}, d)
 		if err != nil {
 			return fail(err)
 		}
 		a.edge = e
 		e.Routes(a.mux)
 	}
+	a.reg = reg
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -172,10 +205,15 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	return a, cleanup, nil
 }
 
+// readyz: NATS connected, not draining, and ClickHouse answering when this
+// process uses it (PROTOCOL.md section 5).
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 	ready := a.nc.Status() == nats.CONNECTED
 	if a.edge != nil {
 		ready = ready && a.edge.Ready()
+	}
+	if a.ch != nil {
+		ready = ready && a.ch.healthy.Load()
 	}
 	if !ready {
 		http.Error(w, "not ready\n", http.StatusServiceUnavailable)
@@ -203,6 +241,12 @@ func (a *app) run(ctx context.Context) error {
 	}
 	if a.fanout != nil {
 		g.Go(func() error { return a.fanout.Run(gctx) })
+	}
+	if a.ch != nil {
+		g.Go(func() error { a.ch.run(gctx); return nil })
+		if a.cmd == "all" || a.cmd == "projector" {
+			g.Go(func() error { return a.runProjector(gctx) })
+		}
 	}
 	a.log.Info("listening", zap.String("http", "http://"+a.ln.Addr().String()))
 	select {

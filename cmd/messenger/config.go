@@ -38,6 +38,8 @@ type config struct {
 	IdleTimeout     time.Duration
 	FanoutShards    int
 	LogLevel        string
+	HistoryRate     float64
+	HistoryBurst    int
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -49,7 +51,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM file of an Ed25519 public key: tokens are EdDSA instead of HS256")
 	fs.StringVar(&c.JWTPrivateKey, "jwt-private-key", "", "PEM file of the Ed25519 private key, for `messenger token` with EdDSA")
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: make and keep a secret under --data, print it, enable the web sign-in")
-	fs.StringVar(&c.ClickHouse, "clickhouse", "127.0.0.1:9000", "ClickHouse native-protocol address")
+	fs.StringVar(&c.ClickHouse, "clickhouse", "127.0.0.1:9000", "ClickHouse native-protocol address (empty: no projection, history from the streams)")
 	fs.StringVar(&c.ClickHouseDB, "clickhouse-db", "messenger", "ClickHouse database")
 	fs.IntVar(&c.Partitions, "partitions", 4, "conversation and queue stream partitions (fixed at first start)")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas per stream (3 in a cluster)")
@@ -67,6 +69,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "close a connection silent for this long")
 	fs.IntVar(&c.FanoutShards, "fanout-shards", 32, "queue-writer goroutines of the fan-out")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Float64Var(&c.HistoryRate, "history-rate", 20, "history and conversation-list reads per second per user")
+	fs.IntVar(&c.HistoryBurst, "history-burst", 40, "burst of history reads per user")
 }
 
 // envName is the environment variable of a flag.

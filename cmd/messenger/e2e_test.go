@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"messenger/client"
+	chinfra "messenger/infra/clickhouse"
 	"messenger/edge/auth"
 	"messenger/infra/platformtest"
 )
@@ -75,8 +77,12 @@ func start(t *testing.T, args ...string) *proc {
 			p.http = args[i+1]
 		}
 	}
+	if args[0] != "nats" && args[0] != "fanout" && !slices.Contains(args, "--clickhouse-db") {
+		// Each test its own ClickHouse database, so runs never mix.
+		args = append(args, "--clickhouse-db", testDB(t))
+	}
 	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append(os.Environ(), "MESSENGER_JWT_SECRET="+secret, "MESSENGER_LOG_LEVEL=warn")
+	p.cmd.Env = append(os.Environ(), "MESSENGER_JWT_SECRET="+secret, "MESSENGER_LOG_LEVEL=warn", "MESSENGER_CLICKHOUSE="+chinfra.TestAddr())
 	var mu sync.Mutex
 	p.cmd.Stdout = lockedWriter{&mu, p.out}
 	p.cmd.Stderr = lockedWriter{&mu, p.out}
@@ -112,6 +118,31 @@ func start(t *testing.T, args ...string) *proc {
 		})
 	}
 	return p
+}
+
+var (
+	dbMu sync.Mutex
+	dbs  = map[string]string{}
+)
+
+// testDB is the ClickHouse database of test t, dropped when it ends.
+func testDB(t *testing.T) string {
+	dbMu.Lock()
+	defer dbMu.Unlock()
+	if db, ok := dbs[t.Name()]; ok {
+		return db
+	}
+	db := fmt.Sprintf("e2e_%d", time.Now().UnixNano())
+	dbs[t.Name()] = db
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if conn, err := chinfra.Open(ctx, chinfra.Config{Addr: chinfra.TestAddr()}); err == nil {
+			_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
+			conn.Close()
+		}
+	})
+	return db
 }
 
 type lockedWriter struct {

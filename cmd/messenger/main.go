@@ -21,6 +21,9 @@ commands:
   nats     the embedded NATS server alone (JetStream under --data)
   edge     WebSocket and HTTP API, against --nats
   fanout   per-recipient fan-out, against --nats
+  projector  the ClickHouse history projection, against --nats and --clickhouse
+  replay-dead-letters  project the projector's dead letters again
+  rebuild-history      make the ClickHouse projection again from the streams [--drop]
   token    print a token: messenger token <user> [--ttl 24h]
   chat     a terminal chat client: messenger chat <user> [--to <peer>]
 
@@ -70,7 +73,15 @@ func run(args []string) error {
 			return err
 		}
 		return chat(&cfg, user, *to, *url, os.Stdin, os.Stdout)
-	case "all", "nats", "edge", "fanout":
+	case "replay-dead-letters", "rebuild-history":
+		drop := fs.Bool("drop", false, "rebuild-history: drop the tables first (stop every projector before)")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return admin(ctx, cmd, &cfg, *drop)
+	case "all", "nats", "edge", "fanout", "projector":
 		if err := parse(fs, args); err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ package platformtest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,8 +25,11 @@ import (
 
 	"messenger/edge"
 	"messenger/edge/auth"
+	chinfra "messenger/infra/clickhouse"
 	"messenger/infra/natsserver"
 	"messenger/services/fanout"
+	"messenger/services/history"
+	"messenger/services/projector"
 	"messenger/streams"
 )
 
@@ -36,6 +42,11 @@ type Options struct {
 	Partitions int
 	Edge       edge.Config
 	NoFanout   bool
+	// ClickHouse gives the platform a real ClickHouse database of its own
+	// (at infra/clickhouse.TestAddr(), dropped after the test), a projector
+	// and edges that read history from it.
+	ClickHouse bool
+	Projector  projector.Config
 }
 
 // Platform is a running test platform.
@@ -46,9 +57,15 @@ type Platform struct {
 	Conf   streams.Config
 	Log    *zap.Logger
 
-	mu      sync.Mutex
-	Edges   []*Edge
-	fanouts []*running
+	mu         sync.Mutex
+	Edges      []*Edge
+	fanouts    []*running
+	projectors []*running
+	// CH is the platform's ClickHouse connection (Options.ClickHouse).
+	CH     driver.Conn
+	CHDB   string
+	chAddr string
+	opts   Options
 }
 
 // Edge is one running edge.
@@ -77,7 +94,7 @@ func Start(t testing.TB, o Options) *Platform {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Platform{t: t, NS: ns, Signer: signer, Conf: streams.Config{Partitions: o.Partitions}, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
+	p := &Platform{t: t, NS: ns, Signer: signer, Conf: streams.Config{Partitions: o.Partitions}, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), opts: o}
 	t.Cleanup(func() {
 		p.mu.Lock()
 		edges := p.Edges
@@ -86,9 +103,13 @@ func Start(t testing.TB, o Options) *Platform {
 			e.stop()
 		}
 		p.StopFanout()
+		p.StopProjector()
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	})
+	if o.ClickHouse {
+		p.openClickHouse()
+	}
 	nc := p.Conn()
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -98,6 +119,9 @@ func Start(t testing.TB, o Options) *Platform {
 	}
 	if !o.NoFanout {
 		p.StartFanout()
+	}
+	if o.ClickHouse {
+		p.StartProjector()
 	}
 	if o.Edges <= 0 {
 		o.Edges = 1
@@ -167,6 +191,74 @@ func (p *Platform) StopFanout() {
 	}
 }
 
+func (p *Platform) openClickHouse() {
+	p.chAddr = chinfra.TestAddr()
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	p.CHDB = "test_" + hex.EncodeToString(rnd[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := chinfra.Open(ctx, chinfra.Config{Addr: p.chAddr, Database: p.CHDB})
+	if err != nil {
+		p.t.Fatalf("clickhouse at %s (run bash scripts/clickhouse.sh start): %v", p.chAddr, err)
+	}
+	if err := chinfra.Apply(ctx, conn); err != nil {
+		p.t.Fatal(err)
+	}
+	p.CH = conn
+	p.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+p.CHDB)
+		_ = conn.Close()
+	})
+}
+
+// StartProjector starts a ClickHouse projector (again).
+func (p *Platform) StartProjector() {
+	nc := p.Conn()
+	js, h := p.handles(nc)
+	pr, err := projector.New(p.opts.Projector, js, h, p.CH, p.Log, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{nc: nc, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		if err := pr.Run(ctx); err != nil {
+			p.t.Errorf("projector: %v", err)
+		}
+	}()
+	p.mu.Lock()
+	p.projectors = append(p.projectors, r)
+	p.mu.Unlock()
+}
+
+// StopProjector stops every projector.
+func (p *Platform) StopProjector() {
+	p.mu.Lock()
+	rs := p.projectors
+	p.projectors = nil
+	p.mu.Unlock()
+	for _, r := range rs {
+		r.cancel()
+		<-r.done
+		r.nc.Close()
+	}
+}
+
+// Projector makes a projector that is not running (for admin calls).
+func (p *Platform) Projector() (*projector.Projector, *nats.Conn, *streams.Handles) {
+	nc := p.Conn()
+	js, h := p.handles(nc)
+	pr, err := projector.New(p.opts.Projector, js, h, p.CH, p.Log, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return pr, nc, h
+}
+
 // StartEdge starts one more edge and returns its index.
 func (p *Platform) StartEdge(cfg edge.Config) int {
 	var e *edge.Edge
@@ -187,7 +279,11 @@ func (p *Platform) StartEdge(cfg edge.Config) int {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	e, err = edge.New(cfg, nc, js, h, v, p.Log, nil)
+	d := edge.Deps{NC: nc, JS: js, Handles: h, Verifier: v, Log: p.Log}
+	if p.CH != nil {
+		d.Projection = &history.ClickHouse{Conn: p.CH}
+	}
+	e, err = edge.New(cfg, d)
 	if err != nil {
 		p.t.Fatal(err)
 	}

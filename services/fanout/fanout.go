@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,6 +32,8 @@ type Config struct {
 	CheckpointEvery time.Duration
 	// UserCache is how many users' queue positions are kept in memory. Default 200,000.
 	UserCache int
+	// InboxCache is how many conversation summaries are kept in memory. Default 200,000.
+	InboxCache int
 }
 
 func (c Config) withDefaults() Config {
@@ -46,6 +49,9 @@ func (c Config) withDefaults() Config {
 	if c.UserCache <= 0 {
 		c.UserCache = 200_000
 	}
+	if c.InboxCache <= 0 {
+		c.InboxCache = 200_000
+	}
 	return c
 }
 
@@ -59,6 +65,8 @@ type Fanout struct {
 	m      *metrics
 	shards []*shard
 	marks  *watermarks
+	// stopped: the shards' channels are closed (no more flush requests).
+	stopped atomic.Bool
 }
 
 // New makes a fan-out over the streams in h.
@@ -70,7 +78,8 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, h *streams.Handles, 
 	f := &Fanout{cfg: cfg, nc: nc, js: js, h: h, log: log.With(zap.String("component", "fanout")), m: newMetrics(reg)}
 	f.marks = newWatermarks(h.Watermarks)
 	for i := 0; i < cfg.Shards; i++ {
-		f.shards = append(f.shards, &shard{f: f, in: make(chan write, cfg.ShardQueue), users: newUserCache(cfg.UserCache / cfg.Shards)})
+		f.shards = append(f.shards, &shard{f: f, in: make(chan write, cfg.ShardQueue),
+			users: newUserCache(cfg.UserCache / cfg.Shards), inbox: newInboxCache(cfg.InboxCache/cfg.Shards + 16)})
 	}
 	return f, nil
 }
@@ -108,12 +117,14 @@ func (f *Fanout) Run(ctx context.Context) error {
 	go func() { defer close(saved); f.saveCheckpoints(stopSaving, floors) }()
 
 	readers.Wait()
-	for _, s := range f.shards {
-		close(s.in)
-	}
-	writers.Wait()
 	close(stopSaving)
 	<-saved
+	f.stopped.Store(true)
+	for _, s := range f.shards {
+		close(s.in) // each shard stores its changed summaries as it ends
+	}
+	writers.Wait()
+	f.saveOnce(floors, make([]uint64, len(floors)))
 	select {
 	case err := <-errc:
 		return err
@@ -137,6 +148,9 @@ func (f *Fanout) loadCheckpoint(ctx context.Context, p int) (uint64, error) {
 	return n, nil
 }
 
+// saveCheckpoints saves, every CheckpointEvery, how far each conversation
+// stream is fanned out. The summaries the shards changed are stored first,
+// so a checkpoint never passes an event whose effects are only in memory.
 func (f *Fanout) saveCheckpoints(stop <-chan struct{}, floors []*floor) {
 	saved := make([]uint64, len(floors))
 	for i, fl := range floors {
@@ -144,31 +158,59 @@ func (f *Fanout) saveCheckpoints(stop <-chan struct{}, floors []*floor) {
 	}
 	t := time.NewTicker(f.cfg.CheckpointEvery)
 	defer t.Stop()
-	save := func() {
-		for p, fl := range floors {
-			v := fl.value()
-			if v == saved[p] {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, err := f.h.Fanout.Put(ctx, streams.FanoutCheckpointKey(p), []byte(strconv.FormatUint(v, 10)))
-			cancel()
-			if err != nil {
-				f.log.Warn("save checkpoint", zap.Int("partition", p), zap.Error(err))
-				continue
-			}
-			saved[p] = v
-			f.m.checkpoints.WithLabelValues(strconv.Itoa(p)).Set(float64(v))
-		}
-	}
 	for {
 		select {
 		case <-stop:
-			save()
 			return
 		case <-t.C:
-			save()
+			f.saveOnce(floors, saved)
 		}
+	}
+}
+
+// saveOnce flushes the shards (when they run) and saves the checkpoints
+// that moved; saved holds what was saved last.
+func (f *Fanout) saveOnce(floors []*floor, saved []uint64) {
+	values := make([]uint64, len(floors))
+	moved := false
+	for p, fl := range floors {
+		values[p] = fl.value()
+		moved = moved || values[p] != saved[p]
+	}
+	if !moved {
+		return
+	}
+	f.flushShards()
+	for p, v := range values {
+		if v == saved[p] {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := f.h.Fanout.Put(ctx, streams.FanoutCheckpointKey(p), []byte(strconv.FormatUint(v, 10)))
+		cancel()
+		if err != nil {
+			f.log.Warn("save checkpoint", zap.Int("partition", p), zap.Error(err))
+			continue
+		}
+		saved[p] = v
+		f.m.checkpoints.WithLabelValues(strconv.Itoa(p)).Set(float64(v))
+	}
+}
+
+// flushShards asks every shard to store its changed summaries and waits;
+// a no-op once the shards have stopped.
+func (f *Fanout) flushShards() {
+	if f.stopped.Load() {
+		return
+	}
+	var waits []chan struct{}
+	for _, s := range f.shards {
+		done := make(chan struct{})
+		s.in <- write{flush: done}
+		waits = append(waits, done)
+	}
+	for _, d := range waits {
+		<-d
 	}
 }
 

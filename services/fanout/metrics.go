@@ -10,6 +10,7 @@ type metrics struct {
 	retries     prometheus.Counter
 	writeTime   prometheus.Histogram
 	checkpoints *prometheus.GaugeVec
+	summaries   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,9 +37,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		checkpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "messenger_fanout_checkpoint", Help: "Conversation-stream sequence fanned out completely, per partition.",
 		}, []string{"partition"}),
+		summaries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_fanout_summary_writes_total", Help: "Conversation-list summaries stored (coalesced per checkpoint interval).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.writes, m.skipped, m.conflicts, m.retries, m.writeTime, m.checkpoints)
+		reg.MustRegister(m.events, m.writes, m.skipped, m.conflicts, m.retries, m.writeTime, m.checkpoints, m.summaries)
 	}
 	return m
 }

@@ -15,11 +15,12 @@ import (
 
 // write is one queue entry to store.
 type write struct {
-	user string
-	doc  []byte
-	part int    // conversation stream it comes from
-	src  uint64 // its sequence there
-	fl   *floor
+	flush chan struct{} // when set: store the changed summaries, then close it
+	user  string
+	doc   []byte
+	part  int    // conversation stream it comes from
+	src   uint64 // its sequence there
+	fl    *floor
 }
 
 // queuePos is what a shard knows of a user's queue: the last sequence and
@@ -68,13 +69,21 @@ type shard struct {
 	f     *Fanout
 	in    chan write
 	users *userCache
+	inbox *inboxCache
 }
 
 func (s *shard) run(ctx context.Context) {
 	for w := range s.in {
+		if w.flush != nil {
+			s.flushInbox(ctx)
+			close(w.flush)
+			continue
+		}
 		s.store(ctx, w)
+		s.applyInbox(ctx, w.user, w.doc)
 		w.fl.finish(w.src)
 	}
+	s.flushInbox(ctx)
 }
 
 // store writes w into its user's queue unless it is there already, retrying

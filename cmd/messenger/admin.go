@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	chinfra "messenger/infra/clickhouse"
+	"messenger/services/projector"
+	"messenger/streams"
+)
+
+// admin runs the one-shot commands on the projection.
+func admin(ctx context.Context, cmd string, cfg *config, drop bool) error {
+	log, err := newLogger(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	nc, err := nats.Connect(cfg.NATS, nats.Name("messenger-"+cmd))
+	if err != nil {
+		return fmt.Errorf("connect nats %s: %w", cfg.NATS, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	sc := streams.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, QueueMaxAge: cfg.QueueMaxAge, DedupWindow: cfg.DedupWindow}
+	h, err := streams.Open(ctx, js, sc)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := chinfra.Open(cctx, chinfra.Config{Addr: cfg.ClickHouse, Database: cfg.ClickHouseDB})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	p, err := projector.New(projector.Config{}, js, h, conn, log, nil)
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "replay-dead-letters":
+		rep, err := p.ReplayDeadLetters(ctx, nc)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("replayed %d dead letters, %d still failing\n", rep.Replayed, rep.Failed)
+		for _, r := range rep.Reasons {
+			fmt.Println("  ", r)
+		}
+		if rep.Failed > 0 {
+			return fmt.Errorf("%d dead letters still fail", rep.Failed)
+		}
+		return nil
+	case "rebuild-history":
+		if drop {
+			if err := chinfra.Drop(cctx, conn); err != nil {
+				return err
+			}
+		}
+		if err := chinfra.Apply(cctx, conn); err != nil {
+			return err
+		}
+		if err := projector.ResetConsumers(ctx, h); err != nil {
+			return err
+		}
+		log.Info("projecting every conversation stream from its first event")
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(rctx) }()
+		time.Sleep(500 * time.Millisecond) // let the consumers be made again
+		err := projector.WaitCaughtUp(ctx, h)
+		stop()
+		<-done
+		if err != nil {
+			return err
+		}
+		fmt.Println("history rebuilt: every conversation stream is projected")
+		return nil
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.uber.org/zap"
+
+	chinfra "messenger/infra/clickhouse"
+	"messenger/services/history"
+)
+
+// chLink is a ClickHouse connection that may come later: the platform
+// starts, stores and delivers messages without ClickHouse, and uses it
+// (projection, history reads) once it answers. It keeps pinging it for
+// /readyz.
+type chLink struct {
+	cfg     chinfra.Config
+	log     *zap.Logger
+	conn    atomic.Pointer[driver.Conn]
+	healthy atomic.Bool
+	ready   chan struct{}
+	once    sync.Once
+}
+
+func newCHLink(cfg chinfra.Config, log *zap.Logger) *chLink {
+	return &chLink{cfg: cfg, log: log.With(zap.String("component", "clickhouse")), ready: make(chan struct{})}
+}
+
+// run connects (creating the database and schema) and then watches health
+// until ctx ends.
+func (l *chLink) run(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil && l.conn.Load() == nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		conn, err := chinfra.Open(cctx, l.cfg)
+		if err == nil {
+			if err = chinfra.Apply(cctx, conn); err != nil {
+				conn.Close()
+			}
+		}
+		cancel()
+		if err != nil {
+			l.log.Warn("clickhouse not available yet", zap.String("addr", l.cfg.Addr), zap.Error(err))
+			sleepCtx(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		l.conn.Store(&conn)
+		l.healthy.Store(true)
+		l.once.Do(func() { close(l.ready) })
+		l.log.Info("clickhouse connected", zap.String("addr", l.cfg.Addr), zap.String("db", l.cfg.Database))
+	}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if c := l.conn.Load(); c != nil {
+				(*c).Close()
+			}
+			return
+		case <-t.C:
+			if c := l.conn.Load(); c != nil {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				l.healthy.Store((*c).Ping(pctx) == nil)
+				cancel()
+			}
+		}
+	}
+}
+
+// get waits for the connection.
+func (l *chLink) get(ctx context.Context) (driver.Conn, error) {
+	select {
+	case <-l.ready:
+		return *l.conn.Load(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+var errNoClickHouse = errors.New("clickhouse not connected")
+
+// store is the history projection as seen by an edge: unavailable (so the
+// stream answers) until connected.
+type linkStore struct{ l *chLink }
+
+func (s linkStore) Range(ctx context.Context, conv string, lo, hi uint64) ([]history.Event, error) {
+	c := s.l.conn.Load()
+	if c == nil {
+		return nil, errNoClickHouse
+	}
+	return (&history.ClickHouse{Conn: *c}).Range(ctx, conv, lo, hi)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,92 @@
+package event
+
+import (
+	"encoding/json"
+	"slices"
+)
+
+// Summary is one conversation in a user's conversation list: kept by the
+// fan-out in the user's inbox stream, read by GET /v1/conversations.
+type Summary struct {
+	Conv         string          `json:"conv"`
+	Kind         string          `json:"kind"`
+	Title        string          `json:"title"`
+	Members      []string        `json:"members"`
+	Last         json.RawMessage `json:"last"`
+	LastSeq      uint64          `json:"last_seq"`
+	TS           int64           `json:"ts"` // of the last event: the list's order
+	Unread       int             `json:"unread"`
+	DeliveredSeq uint64          `json:"delivered_seq"`
+	ReadSeq      uint64          `json:"read_seq"`
+	// Others holds, as [first, last] ranges, the seqs of text messages from
+	// others above ReadSeq: Unread is their count.
+	Others [][2]uint64 `json:"others,omitempty"`
+}
+
+// ApplyMsg folds a stored msg event into user's summary; an event at or
+// below LastSeq changes nothing (replays are harmless). It reports a change.
+func (s *Summary) ApplyMsg(user string, m *Msg, doc []byte) bool {
+	if m.Seq <= s.LastSeq {
+		return false
+	}
+	s.Conv = m.Conv
+	s.LastSeq, s.TS, s.Last = m.Seq, m.TS, append(json.RawMessage(nil), doc...)
+	switch {
+	case m.To != "":
+		s.Kind = ConvDirect
+		if len(s.Members) == 0 {
+			s.Members = []string{m.From, m.To}
+			slices.Sort(s.Members)
+		}
+	case m.Kind == KindGroupCreated:
+		s.Kind, s.Title, s.Members = ConvGroup, m.Title, append([]string(nil), m.Members...)
+	case m.Kind == KindTitleChanged:
+		s.Title = m.Title
+	case m.Kind == KindMemberAdded:
+		if !slices.Contains(s.Members, m.User) {
+			s.Members = append(s.Members, m.User)
+		}
+	case m.Kind == KindMemberRemoved:
+		s.Members = slices.DeleteFunc(s.Members, func(u string) bool { return u == m.User })
+	}
+	if m.Kind == KindText && m.From != user && m.Seq > s.ReadSeq {
+		if n := len(s.Others); n > 0 && s.Others[n-1][1]+1 == m.Seq {
+			s.Others[n-1][1] = m.Seq
+		} else {
+			s.Others = append(s.Others, [2]uint64{m.Seq, m.Seq})
+		}
+		s.Unread++
+	}
+	return true
+}
+
+// ApplyReceipt folds the user's own receipt into its summary.
+func (s *Summary) ApplyReceipt(seq uint64, status string) bool {
+	changed := false
+	if seq > s.DeliveredSeq {
+		s.DeliveredSeq, changed = seq, true
+	}
+	if status == StatusRead && seq > s.ReadSeq {
+		s.applyRead(seq)
+		changed = true
+	}
+	return changed
+}
+
+func (s *Summary) applyRead(seq uint64) {
+	s.ReadSeq = max(s.ReadSeq, seq)
+	s.DeliveredSeq = max(s.DeliveredSeq, seq)
+	kept := s.Others[:0]
+	unread := 0
+	for _, r := range s.Others {
+		if r[1] <= seq {
+			continue
+		}
+		if r[0] <= seq {
+			r[0] = seq + 1
+		}
+		kept = append(kept, r)
+		unread += int(r[1] - r[0] + 1)
+	}
+	s.Others, s.Unread = kept, unread
+}

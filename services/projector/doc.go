@@ -1,0 +1,20 @@
+// Package projector projects the conversation streams into ClickHouse, the
+// store that pages history and that analysts query.
+//
+// One durable pull consumer per conversation stream (streams.ProjectorDurable)
+// fetches batches bounded by count and by time; a batch is inserted into
+// ClickHouse and only then acked (AckAll on its last event). Inserts are
+// idempotent: tables are ReplacingMergeTree keyed by the event's place in its
+// stream, and every read collapses duplicates (FINAL), so an event delivered
+// twice, or the whole stream replayed, shows once.
+//
+// Failures: while ClickHouse cannot be reached the batch is retried with a
+// growing backoff, forever, and nothing is acked. An event ClickHouse
+// rejects (a server exception, not a network error) is retried a bounded
+// number of times on its own, then published to the dead-letter stream with
+// the reason, and the batch goes on. An event that does not decode is a dead
+// letter at once: retrying cannot fix it.
+//
+// Concurrency: one goroutine per conversation stream; nothing is shared
+// between them but the ClickHouse connection pool and the metrics.
+package projector

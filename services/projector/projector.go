@@ -1,0 +1,303 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"messenger/streams"
+	"messenger/subjects"
+)
+
+// Config of the projector. The zero value is valid.
+type Config struct {
+	// BatchSize bounds the events of one insert. Default 5000.
+	BatchSize int
+	// BatchWait bounds how long a batch waits to fill. Default 200ms.
+	BatchWait time.Duration
+	// MaxTries is how many times an event ClickHouse rejects is tried on its
+	// own before it becomes a dead letter. Default 5.
+	MaxTries int
+	// MaxBackoff caps the wait between retries while ClickHouse is away. Default 5s.
+	MaxBackoff time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 5000
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = 200 * time.Millisecond
+	}
+	if c.MaxTries <= 0 {
+		c.MaxTries = 5
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+	return c
+}
+
+// Projector is the ClickHouse projection service.
+type Projector struct {
+	cfg Config
+	js  jetstream.JetStream
+	h   *streams.Handles
+	ch  driver.Conn
+	log *zap.Logger
+	m   *metrics
+}
+
+// New makes a projector writing to ch.
+func New(cfg Config, js jetstream.JetStream, h *streams.Handles, ch driver.Conn, log *zap.Logger, reg prometheus.Registerer) (*Projector, error) {
+	if js == nil || h == nil || ch == nil || log == nil {
+		return nil, errors.New("projector: missing dependency")
+	}
+	return &Projector{cfg: cfg.withDefaults(), js: js, h: h, ch: ch, log: log.With(zap.String("component", "projector")), m: newMetrics(reg)}, nil
+}
+
+// Run projects until ctx ends; a batch being inserted then is finished and
+// acked (or left unacked, for the next run, if ClickHouse is away).
+func (p *Projector) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(p.h.Conv))
+	for part := range p.h.Conv {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.runPartition(ctx, part); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); p.watchLag(ctx) }()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (p *Projector) consumer(ctx context.Context, part int) (jetstream.Consumer, error) {
+	for {
+		c, err := p.h.Conv[part].CreateOrUpdateConsumer(ctx, streams.ProjectorConsumerConfig(part))
+		if err == nil {
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		p.log.Warn("create consumer", zap.Int("partition", part), zap.Error(err))
+		sleep(ctx, time.Second)
+	}
+}
+
+func (p *Projector) runPartition(ctx context.Context, part int) error {
+	cons, err := p.consumer(ctx, part)
+	if err != nil {
+		return nil
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(p.cfg.BatchSize, jetstream.FetchMaxWait(p.cfg.BatchWait))
+		if err != nil {
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				// Deleted under us (a rebuild resets it): make it again, from the start.
+				if cons, err = p.consumer(ctx, part); err != nil {
+					return nil
+				}
+				continue
+			}
+			p.log.Warn("fetch", zap.Int("partition", part), zap.Error(err))
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(msgs) == 0 {
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				if cons, err = p.consumer(ctx, part); err != nil {
+					return nil
+				}
+			}
+			continue
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if err := p.project(ctx, part, msgs); err != nil {
+			return nil // ctx ended with the batch unacked: it is redelivered next run
+		}
+		last := msgs[len(msgs)-1]
+		if err := last.DoubleAck(ctx); err != nil {
+			p.log.Warn("ack batch", zap.Int("partition", part), zap.Error(err))
+		}
+		if meta, err := last.Metadata(); err == nil {
+			p.m.projected.WithLabelValues(strconv.Itoa(part)).Set(float64(meta.Sequence.Stream))
+			p.m.lastTime.WithLabelValues(strconv.Itoa(part)).Set(float64(meta.Timestamp.UnixNano()) / 1e9)
+		}
+	}
+	return nil
+}
+
+// project inserts one batch; it returns only when every event is in
+// ClickHouse or in the dead letters, or when ctx ends.
+func (p *Projector) project(ctx context.Context, part int, msgs []jetstream.Msg) error {
+	byTable := map[string][]row{}
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			continue
+		}
+		rows, err := toRows(m.Subject(), m.Data(), part, meta.Sequence.Stream)
+		if err != nil {
+			if derr := p.deadLetter(ctx, m.Subject(), m.Data(), part, meta.Sequence.Stream, err.Error()); derr != nil {
+				return derr
+			}
+			continue
+		}
+		for _, r := range rows {
+			byTable[r.table] = append(byTable[r.table], r)
+		}
+	}
+	for _, table := range []string{"messages", "membership", "receipts"} {
+		if rows := byTable[table]; len(rows) > 0 {
+			if err := p.insertRows(ctx, part, table, rows); err != nil {
+				return err
+			}
+		}
+	}
+	p.m.events.Add(float64(len(msgs)))
+	return nil
+}
+
+// insertRows inserts rows into table, retrying while ClickHouse is away;
+// if ClickHouse keeps rejecting the batch, rows are tried one by one and
+// those it rejects MaxTries times become dead letters.
+func (p *Projector) insertRows(ctx context.Context, part int, table string, rows []row) error {
+	backoff := 100 * time.Millisecond
+	rejected := 0
+	for {
+		err := p.insert(ctx, table, rows)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.m.insertErrors.Inc()
+		if isRejection(err) {
+			if rejected++; rejected >= p.cfg.MaxTries {
+				return p.oneByOne(ctx, part, table, rows)
+			}
+		} else {
+			p.log.Warn("clickhouse unavailable, retrying", zap.String("table", table), zap.Int("rows", len(rows)), zap.Error(err))
+		}
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, p.cfg.MaxBackoff)
+	}
+}
+
+func (p *Projector) oneByOne(ctx context.Context, part int, table string, rows []row) error {
+	for _, r := range rows {
+		tries := 0
+		for {
+			err := p.insert(ctx, table, []row{r})
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if isRejection(err) {
+				if tries++; tries >= p.cfg.MaxTries {
+					if derr := p.deadLetter(ctx, r.subject, r.data, part, r.streamSeq, table+": "+err.Error()); derr != nil {
+						return derr
+					}
+					break
+				}
+			}
+			if !sleep(ctx, 50*time.Millisecond*time.Duration(tries+1)) {
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Projector) insert(ctx context.Context, table string, rows []row) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	b, err := p.ch.PrepareBatch(ctx, inserts[table])
+	if err != nil {
+		return fmt.Errorf("prepare %s: %w", table, err)
+	}
+	for _, r := range rows {
+		if err := b.Append(r.values...); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append %s: %w", table, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert %s: %w", table, err)
+	}
+	return nil
+}
+
+// isRejection tells a ClickHouse server exception (the server said no) from
+// a network error (the server was not there).
+func isRejection(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex)
+}
+
+// deadLetter stores an event the projector gives up on, with the reason.
+func (p *Projector) deadLetter(ctx context.Context, subject string, data []byte, part int, streamSeq uint64, reason string) error {
+	msg := &nats.Msg{Subject: subjects.DeadLetters("projector"), Data: data, Header: nats.Header{}}
+	msg.Header.Set(streams.DeadSubjectHeader, subject)
+	msg.Header.Set(streams.DeadStreamHeader, streams.ConvStream(part))
+	msg.Header.Set(streams.DeadSequenceHeader, strconv.FormatUint(streamSeq, 10))
+	msg.Header.Set(streams.DeadReasonHeader, reason)
+	msg.Header.Set(streams.DeadComponentHeader, "projector")
+	msg.Header.Set(jetstream.MsgIDHeader, "projector:"+streams.ConvStream(part)+":"+strconv.FormatUint(streamSeq, 10))
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := p.js.PublishMsg(pctx, msg)
+		cancel()
+		if err == nil {
+			p.m.deadLetters.Inc()
+			p.log.Error("dead letter", zap.String("subject", subject), zap.Uint64("stream_seq", streamSeq), zap.String("reason", reason))
+			return nil
+		}
+		if !sleep(ctx, time.Second) {
+			return ctx.Err()
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
