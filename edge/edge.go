@@ -31,20 +31,20 @@ type Edge struct {
 	log      *zap.Logger
 	m        *metrics
 
-	convs       *convCache
-	hub         *hub
-	limits      *limiters
+	convs  *convCache
+	hub    *hub
+	limits *limiters
 	// history reads
 	historyLimits *limiters
 	recent        *recentCache
 	pager         *history.Pager
-	inflight    inflight
-	upgrader    *gws.Upgrader
-	replaySlots chan struct{}
-	stopping    chan struct{}
-	stopOnce    sync.Once
-	draining    atomic.Bool
-	heads       headCache
+	inflight      inflight
+	upgrader      *gws.Upgrader
+	replaySlots   chan struct{}
+	stopping      chan struct{}
+	stopOnce      sync.Once
+	draining      atomic.Bool
+	heads         headCache
 }
 
 // Deps are what an edge works with.

@@ -25,8 +25,8 @@ import (
 	"github.com/lxzan/gws"
 
 	"messenger/client"
-	chinfra "messenger/infra/clickhouse"
 	"messenger/edge/auth"
+	chinfra "messenger/infra/clickhouse"
 	"messenger/infra/platformtest"
 )
 
