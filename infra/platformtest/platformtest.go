@@ -46,7 +46,9 @@ type Options struct {
 	// (at infra/clickhouse.TestAddr(), dropped after the test), a projector
 	// and edges that read history from it.
 	ClickHouse bool
-	Projector  projector.Config
+	// ClickHouseAddr overrides infra/clickhouse.TestAddr() (a private server).
+	ClickHouseAddr string
+	Projector      projector.Config
 }
 
 // Platform is a running test platform.
@@ -95,6 +97,9 @@ func Start(t testing.TB, o Options) *Platform {
 		t.Fatal(err)
 	}
 	p := &Platform{t: t, NS: ns, Signer: signer, Conf: streams.Config{Partitions: o.Partitions}, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), opts: o}
+	if o.ClickHouse {
+		p.openClickHouse() // its cleanup runs after the one below
+	}
 	t.Cleanup(func() {
 		p.mu.Lock()
 		edges := p.Edges
@@ -107,9 +112,7 @@ func Start(t testing.TB, o Options) *Platform {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	})
-	if o.ClickHouse {
-		p.openClickHouse()
-	}
+
 	nc := p.Conn()
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -193,6 +196,9 @@ func (p *Platform) StopFanout() {
 
 func (p *Platform) openClickHouse() {
 	p.chAddr = chinfra.TestAddr()
+	if p.opts.ClickHouseAddr != "" {
+		p.chAddr = p.opts.ClickHouseAddr
+	}
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	p.CHDB = "test_" + hex.EncodeToString(rnd[:])
@@ -207,7 +213,7 @@ func (p *Platform) openClickHouse() {
 	}
 	p.CH = conn
 	p.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+p.CHDB)
 		_ = conn.Close()
@@ -257,6 +263,18 @@ func (p *Platform) Projector() (*projector.Projector, *nats.Conn, *streams.Handl
 		p.t.Fatal(err)
 	}
 	return pr, nc, h
+}
+
+// WaitProjected waits until every conversation stream is in ClickHouse.
+func (p *Platform) WaitProjected() {
+	p.t.Helper()
+	nc := p.Conn()
+	_, h := p.handles(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := projector.WaitCaughtUp(ctx, h); err != nil {
+		p.t.Fatalf("projection not caught up: %v", err)
+	}
 }
 
 // StartEdge starts one more edge and returns its index.
