@@ -107,6 +107,12 @@ func send(t *testing.T, c *client.Client, to, conv, text string) client.Ack {
 // api calls the HTTP API and decodes the answer into out (if not nil).
 func api(t *testing.T, method, url, token string, body any, out any) int {
 	t.Helper()
+	return apiB(t, method, url, token, body, out)
+}
+
+// apiB is api for benchmarks too.
+func apiB(t testing.TB, method, url, token string, body any, out any) int {
+	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
