@@ -168,24 +168,32 @@ func (p *Platform) StartFanout() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
+	p.run("fanout", nc, f.Run, &p.fanouts)
+}
+
+// StopFanout stops every fan-out; its connection closes.
+func (p *Platform) StopFanout() { p.stopAll(&p.fanouts) }
+
+// run runs a service on its own connection until stopAll.
+func (p *Platform) run(name string, nc *nats.Conn, run func(context.Context) error, into *[]*running) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{nc: nc, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		if err := f.Run(ctx); err != nil {
-			p.t.Errorf("fanout: %v", err)
+		if err := run(ctx); err != nil {
+			p.t.Errorf("%s: %v", name, err)
 		}
 	}()
 	p.mu.Lock()
-	p.fanouts = append(p.fanouts, r)
+	*into = append(*into, r)
 	p.mu.Unlock()
 }
 
-// StopFanout stops every fan-out; its connection closes.
-func (p *Platform) StopFanout() {
+// stopAll stops the services in list, as a crash would: their connections close.
+func (p *Platform) stopAll(list *[]*running) {
 	p.mu.Lock()
-	rs := p.fanouts
-	p.fanouts = nil
+	rs := *list
+	*list = nil
 	p.mu.Unlock()
 	for _, r := range rs {
 		r.cancel()
@@ -228,31 +236,11 @@ func (p *Platform) StartProjector() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{nc: nc, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		if err := pr.Run(ctx); err != nil {
-			p.t.Errorf("projector: %v", err)
-		}
-	}()
-	p.mu.Lock()
-	p.projectors = append(p.projectors, r)
-	p.mu.Unlock()
+	p.run("projector", nc, pr.Run, &p.projectors)
 }
 
 // StopProjector stops every projector.
-func (p *Platform) StopProjector() {
-	p.mu.Lock()
-	rs := p.projectors
-	p.projectors = nil
-	p.mu.Unlock()
-	for _, r := range rs {
-		r.cancel()
-		<-r.done
-		r.nc.Close()
-	}
-}
+func (p *Platform) StopProjector() { p.stopAll(&p.projectors) }
 
 // Projector makes a projector that is not running (for admin calls).
 func (p *Platform) Projector() (*projector.Projector, *nats.Conn, *streams.Handles) {
