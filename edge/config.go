@@ -53,6 +53,16 @@ type Config struct {
 	// Defaults 50 and 100.
 	HistoryPage    int
 	MaxHistoryPage int
+	// PresenceHeartbeat is how often the edge tells the presence service it
+	// is alive; PresenceSync how often it sends its full list of users.
+	// Defaults 5s and 30s.
+	PresenceHeartbeat time.Duration
+	PresenceSync      time.Duration
+	// MaxWatch bounds a watch list and a presence pull. Default 500.
+	MaxWatch int
+	// TypingEvery: at most one typing event per user and conversation per
+	// this interval. Default 2s.
+	TypingEvery time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -74,6 +84,16 @@ func (c Config) withDefaults() Config {
 	def(&c.RecentMessages, 15)
 	def(&c.HistoryPage, 50)
 	def(&c.MaxHistoryPage, 100)
+	def(&c.MaxWatch, 500)
+	if c.PresenceHeartbeat <= 0 {
+		c.PresenceHeartbeat = 5 * time.Second
+	}
+	if c.PresenceSync <= 0 {
+		c.PresenceSync = 30 * time.Second
+	}
+	if c.TypingEvery <= 0 {
+		c.TypingEvery = 2 * time.Second
+	}
 	if c.HistoryRate <= 0 {
 		c.HistoryRate = 20
 	}

@@ -38,13 +38,16 @@ type Edge struct {
 	historyLimits *limiters
 	recent        *recentCache
 	pager         *history.Pager
-	inflight      inflight
-	upgrader      *gws.Upgrader
-	replaySlots   chan struct{}
-	stopping      chan struct{}
-	stopOnce      sync.Once
-	draining      atomic.Bool
-	heads         headCache
+	// presence
+	id          string
+	typing      *typingLimiter
+	inflight    inflight
+	upgrader    *gws.Upgrader
+	replaySlots chan struct{}
+	stopping    chan struct{}
+	stopOnce    sync.Once
+	draining    atomic.Bool
+	heads       headCache
 }
 
 // Deps are what an edge works with.
@@ -80,6 +83,8 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		limits:        newLimiters(cfg.SendRate, cfg.SendBurst),
 		historyLimits: newLimiters(cfg.HistoryRate, cfg.HistoryBurst),
 		recent:        newRecentCache(cfg.RecentConvs, cfg.RecentMessages),
+		id:            newEdgeID(),
+		typing:        newTypingLimiter(cfg.TypingEvery),
 		replaySlots:   make(chan struct{}, cfg.MaxReplays),
 		stopping:      make(chan struct{}),
 	}
@@ -108,6 +113,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 func (e *Edge) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); e.hub.run() }()
+	go e.presenceLoop(ctx)
 	t := time.NewTicker(e.cfg.PingInterval / 2)
 	defer t.Stop()
 	for {

@@ -206,25 +206,9 @@ func (e *Edge) Conversations(ctx context.Context, user string, limit int) ([]Con
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	stream := streams.InboxStream(e.h.Layout.UserPartition(user))
-	subject := e.h.Layout.InboxOf(user)
-	var all []event.Summary
-	var after uint64
-	for {
-		msgs, more, err := streams.ReadAfter(ctx, e.nc, stream, subject, after, 1024)
-		if err != nil {
-			return nil, errUnavailable("conversations", err)
-		}
-		for _, m := range msgs {
-			after = m.Seq
-			var s event.Summary
-			if json.Unmarshal(m.Data, &s) == nil && s.LastSeq > 0 {
-				all = append(all, s)
-			}
-		}
-		if !more || len(msgs) == 0 {
-			break
-		}
+	all, err := e.summaries(ctx, user)
+	if err != nil {
+		return nil, errUnavailable("conversations", err)
 	}
 	slices.SortFunc(all, func(a, b event.Summary) int {
 		if a.TS != b.TS {
@@ -251,4 +235,29 @@ func (e *Edge) Conversations(ctx context.Context, user string, limit int) ([]Con
 			Last: s.Last, Unread: s.Unread, DeliveredSeq: s.DeliveredSeq, ReadSeq: s.ReadSeq})
 	}
 	return out, nil
+}
+
+// summaries reads every conversation summary of user: batch direct gets on
+// its subjects in its inbox stream, no consumer.
+func (e *Edge) summaries(ctx context.Context, user string) ([]event.Summary, error) {
+	stream := streams.InboxStream(e.h.Layout.UserPartition(user))
+	subject := e.h.Layout.InboxOf(user)
+	var all []event.Summary
+	var after uint64
+	for {
+		msgs, more, err := streams.ReadAfter(ctx, e.nc, stream, subject, after, 1024)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			after = m.Seq
+			var s event.Summary
+			if json.Unmarshal(m.Data, &s) == nil && s.LastSeq > 0 {
+				all = append(all, s)
+			}
+		}
+		if !more || len(msgs) == 0 {
+			return all, nil
+		}
+	}
 }

@@ -27,6 +27,8 @@ func (e *Edge) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/conversations/{conv}", e.authed(e.getConversation))
 	mux.HandleFunc("GET /v1/conversations/{conv}/messages", e.authed(e.getMessages))
 	mux.HandleFunc("GET /v1/conversations", e.authed(e.getConversations))
+	mux.HandleFunc("GET /v1/presence", e.authed(e.getPresence))
+	mux.HandleFunc("POST /v1/typing", e.authed(e.postTyping))
 }
 
 type authedHandler func(w http.ResponseWriter, r *http.Request, user string)

@@ -14,12 +14,21 @@ import (
 // one live subscription per such user: an edge receives announcements only
 // for users it holds.
 type hub struct {
-	e      *Edge
-	shards [64]struct {
+	e *Edge
+	// watchers: per watched user, the sessions watching it and the one
+	// subscription to its presence changes.
+	watchMu  sync.Mutex
+	watchers map[string]*watchEntry
+	shards   [64]struct {
 		mu    sync.Mutex
 		users map[string]*userEntry
 	}
 	dispatch []chan *nats.Msg
+}
+
+type watchEntry struct {
+	sessions map[*session]bool
+	sub      *nats.Subscription
 }
 
 type userEntry struct {
@@ -33,7 +42,7 @@ const (
 )
 
 func newHub(e *Edge) *hub {
-	h := &hub{e: e}
+	h := &hub{e: e, watchers: map[string]*watchEntry{}}
 	for i := range h.shards {
 		h.shards[i].users = make(map[string]*userEntry)
 	}
@@ -86,6 +95,7 @@ func (h *hub) add(s *session) error {
 		}
 		ue = &userEntry{sub: sub}
 		sh.users[s.user] = ue
+		h.e.reportPresence(s.user, true)
 	}
 	ue.sessions = append(ue.sessions, s)
 	return nil
@@ -109,7 +119,68 @@ func (h *hub) remove(s *session) {
 	if len(ue.sessions) == 0 {
 		_ = ue.sub.Unsubscribe()
 		delete(sh.users, s.user)
+		h.e.reportPresence(s.user, false)
 	}
+	h.setWatch(s, nil)
+}
+
+// users lists every user with a session here.
+func (h *hub) users() []string {
+	var out []string
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for u := range sh.users {
+			out = append(out, u)
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// setWatch replaces the users s follows; the edge subscribes to a user's
+// presence changes while at least one of its sessions follows it.
+func (h *hub) setWatch(s *session, users []string) {
+	h.watchMu.Lock()
+	defer h.watchMu.Unlock()
+	for _, u := range s.watching {
+		if we := h.watchers[u]; we != nil {
+			delete(we.sessions, s)
+			if len(we.sessions) == 0 {
+				_ = we.sub.Unsubscribe()
+				delete(h.watchers, u)
+			}
+		}
+	}
+	s.watching = nil
+	for _, u := range users {
+		we := h.watchers[u]
+		if we == nil {
+			ch := h.dispatch[subjects.Partition(u, len(h.dispatch))]
+			sub, err := h.e.nc.ChanSubscribe(h.e.h.Layout.PresenceChanges(u), ch)
+			if err != nil {
+				continue
+			}
+			we = &watchEntry{sessions: map[*session]bool{}, sub: sub}
+			h.watchers[u] = we
+		}
+		we.sessions[s] = true
+		s.watching = append(s.watching, u)
+	}
+}
+
+func (h *hub) watchersOf(user string) []*session {
+	h.watchMu.Lock()
+	defer h.watchMu.Unlock()
+	we := h.watchers[user]
+	if we == nil {
+		return nil
+	}
+	out := make([]*session, 0, len(we.sessions))
+	for s := range we.sessions {
+		out = append(out, s)
+	}
+	return out
 }
 
 func (h *hub) sessionsOf(user string) []*session {
@@ -150,6 +221,13 @@ func (h *hub) handle(m *nats.Msg) {
 	if err != nil {
 		return
 	}
+	if sp.Prefix == subjects.PresenceChangesPrefix {
+		for _, s := range h.watchersOf(sp.ID) {
+			s.send(m.Data)
+			h.e.m.presenceDelivered.Inc()
+		}
+		return
+	}
 	if m.Reply != "" {
 		if h.has(sp.ID) {
 			_ = m.Respond([]byte("1"))
@@ -161,7 +239,15 @@ func (h *hub) handle(m *nats.Msg) {
 		h.e.log.Warn("bad live announcement", zap.String("subject", m.Subject))
 		return
 	}
-	if seq == 0 { // a nudge: the queue has entries that may not have been announced
+	if seq == 0 {
+		if len(doc) > 0 { // a live event (typing): to every session now, never stored
+			for _, s := range h.sessionsOf(sp.ID) {
+				s.send(doc)
+				h.e.m.typingDelivered.Inc()
+			}
+			return
+		}
+		// A nudge: the queue has entries that may not have been announced.
 		h.refill(sp.ID)
 		return
 	}

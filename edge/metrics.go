@@ -17,6 +17,9 @@ type metrics struct {
 	historyLatency   prometheus.Histogram
 	projectionErrors prometheus.Counter
 	listLatency      prometheus.Histogram
+
+	presenceDelivered prometheus.Counter
+	typingDelivered   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,8 +52,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "messenger_edge_conversation_list_seconds", Help: "Time to answer GET /v1/conversations.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		presenceDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_edge_presence_events_delivered_total", Help: "Presence frames queued to connections (snapshots and changes).",
+		}),
+		typingDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_edge_typing_events_delivered_total", Help: "Typing frames queued to connections.",
+		}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.presenceDelivered, m.typingDelivered)
 		reg.MustRegister(m.connections, m.connects, m.sends, m.ackLatency, m.delivered, m.slowClosed, m.replays, m.gaps, m.conflicts,
 			m.historyPages, m.historyLatency, m.projectionErrors, m.listLatency)
 	}

@@ -277,8 +277,18 @@ func (e *Edge) frame(s *session, f *inFrame) {
 		s.mu.Unlock()
 	case "ping":
 		s.send([]byte(`{"type":"pong"}`))
-	case "watch", "typing":
-		// Presence and typing arrive with the presence service; accepted.
+	case "watch":
+		if f.Users == nil {
+			s.send(errf(CodeBadRequest, "watch needs users").frame(f.ID))
+			return
+		}
+		if cerr := e.watch(s, f.Users); cerr != nil {
+			s.send(cerr.frame(f.ID))
+		}
+	case "typing":
+		if cerr := e.Typing(context.Background(), s.user, f.Conv); cerr != nil {
+			s.send(cerr.frame(f.ID))
+		}
 	case "":
 		s.send(errf(CodeBadRequest, "frame has no type").frame(f.ID))
 	default:

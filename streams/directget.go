@@ -66,3 +66,42 @@ func ReadAfter(ctx context.Context, nc *nats.Conn, stream, subject string, after
 		msgs = append(msgs, StoredMsg{Seq: seq, Header: m.Header, Data: m.Data})
 	}
 }
+
+type multiLastRequest struct {
+	MultiLast []string `json:"multi_last"`
+	Batch     int      `json:"batch,omitempty"`
+}
+
+// ReadLastOf reads, in one round trip, the last message of each of the
+// given subjects of stream (at most 1024); subjects without one are absent
+// from the result.
+func ReadLastOf(ctx context.Context, nc *nats.Conn, stream string, subjects_ []string) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(subjects_))
+	if len(subjects_) == 0 {
+		return out, nil
+	}
+	req, _ := json.Marshal(multiLastRequest{MultiLast: subjects_, Batch: len(subjects_)})
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read last of %s: %w", stream, err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(subjects.DirectGet(stream), inbox, req); err != nil {
+		return nil, fmt.Errorf("streams: read last of %s: %w", stream, err)
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return out, fmt.Errorf("streams: read last of %s: %w", stream, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+			out[m.Header.Get("Nats-Subject")] = m.Data
+		case "404", "204":
+			return out, nil
+		default:
+			return out, fmt.Errorf("%w: %s %s: %s", ErrDirectGet, stream, status, m.Header.Get("Description"))
+		}
+	}
+}

@@ -45,6 +45,9 @@ const (
 	BucketWatermarks = "watermarks"
 	// BucketFanout keeps the fan-out's checkpoint per conversation stream.
 	BucketFanout = "fanout"
+	// BucketPresence maps a user to its presence as watchers were last told
+	// it (status, last seen): what bulk pulls answer.
+	BucketPresence = "presence"
 )
 
 // Config sets the shape of the streams. The zero value is valid: see the
@@ -197,6 +200,7 @@ func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 		{Bucket: BucketConvs, Description: "conversation metadata", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketWatermarks, Description: "delivered/read watermarks per member", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketFanout, Description: "fan-out checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketPresence, Description: "presence as told to watchers, and last seen", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }
 
@@ -267,6 +271,7 @@ type Handles struct {
 	Convs      jetstream.KeyValue
 	Watermarks jetstream.KeyValue
 	Fanout     jetstream.KeyValue
+	Presence   jetstream.KeyValue
 }
 
 // ErrNotReady means the streams do not exist yet (nobody ran Ensure).
@@ -305,6 +310,9 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 	}
 	if h.Fanout, err = js.KeyValue(ctx, BucketFanout); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketFanout, err)
+	}
+	if h.Presence, err = js.KeyValue(ctx, BucketPresence); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketPresence, err)
 	}
 	return h, nil
 }

@@ -66,6 +66,12 @@ func ReceiptsFilter(p int) string { return ReceiptPrefix + "." + strconv.Itoa(p)
 // QueueFilter matches every user queue of partition p.
 func QueueFilter(p int) string { return QueuePrefix + "." + strconv.Itoa(p) + ".*" }
 
+// Prefixes of the presence subjects that Parse takes apart.
+const (
+	PresenceEventsPrefix  = "pres.evt"
+	PresenceChangesPrefix = "pres.chg"
+)
+
 // Parsed is a subject taken apart.
 type Parsed struct {
 	Prefix    string // one of the *Prefix constants
@@ -76,6 +82,13 @@ type Parsed struct {
 // Parse takes a subject of the grammar apart.
 func Parse(subject string) (Parsed, error) {
 	parts := strings.Split(subject, ".")
+	if len(parts) == 4 && parts[0] == PresencePrefix {
+		p, err := strconv.Atoi(parts[2])
+		if err != nil || p < 0 || parts[3] == "" {
+			return Parsed{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
+		}
+		return Parsed{Prefix: parts[0] + "." + parts[1], Partition: p, ID: parts[3]}, nil
+	}
 	if len(parts) != 3 {
 		return Parsed{}, fmt.Errorf("%w: %q", ErrBadSubject, subject)
 	}
@@ -116,6 +129,40 @@ func (l Layout) InboxOf(user string) string {
 
 // InboxFilter matches every summary of partition p.
 func InboxFilter(p int) string { return InboxPrefix + "." + strconv.Itoa(p) + ".*.*" }
+
+// Presence subjects (core NATS, nothing stored): edges report connections
+// and heartbeats to the presence service, which tells changes on the
+// user's change subject, heard only by the edges holding a watcher of it.
+const (
+	PresencePrefix = "pres"
+	// PresenceResync asks every edge to report all of its users now.
+	PresenceResync = "pres.resync"
+	// PresenceEventsAll matches every connection report.
+	PresenceEventsAll = "pres.evt.>"
+	// PresenceHeartbeatsAll matches every edge heartbeat.
+	PresenceHeartbeatsAll = "pres.hb.*"
+	// PresenceSyncsAll matches every edge's full report.
+	PresenceSyncsAll = "pres.sync.*"
+)
+
+// PresenceEvents is where an edge reports a user's first connection or
+// last disconnection on it.
+func (l Layout) PresenceEvents(user string) string { return "pres.evt." + l.part(user) + "." + user }
+
+// PresenceChanges is where the presence service tells a change of user.
+func (l Layout) PresenceChanges(user string) string { return "pres.chg." + l.part(user) + "." + user }
+
+// PresenceHeartbeat is edge's liveness beat.
+func PresenceHeartbeat(edge string) string { return "pres.hb." + edge }
+
+// PresenceSync is where edge reports every user it holds.
+func PresenceSync(edge string) string { return "pres.sync." + edge }
+
+// KVKey is the stream subject of key in a key-value bucket (for batch reads).
+func KVKey(bucket, key string) string { return "$KV." + bucket + "." + key }
+
+// KVStream is the stream behind a key-value bucket.
+func KVStream(bucket string) string { return "KV_" + bucket }
 
 // DirectGet is the JetStream API subject for direct (batch) gets on stream.
 func DirectGet(stream string) string { return "$JS.API.DIRECT.GET." + stream }

@@ -48,3 +48,16 @@ func TestPartitionIsFNV32a(t *testing.T) {
 		t.Fatal("one partition must be 0")
 	}
 }
+
+func TestPresenceSubjects(t *testing.T) {
+	l := subjects.Layout{Partitions: 4}
+	for subject, prefix := range map[string]string{
+		l.PresenceEvents("zoe"):  subjects.PresenceEventsPrefix,
+		l.PresenceChanges("zoe"): subjects.PresenceChangesPrefix,
+	} {
+		p, err := subjects.Parse(subject)
+		if err != nil || p.Prefix != prefix || p.ID != "zoe" || p.Partition != subjects.Partition("zoe", 4) {
+			t.Fatalf("%s: %+v %v", subject, p, err)
+		}
+	}
+}

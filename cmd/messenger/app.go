@@ -28,25 +28,27 @@ import (
 	chinfra "messenger/infra/clickhouse"
 	"messenger/infra/natsserver"
 	"messenger/services/fanout"
+	"messenger/services/presence"
 	"messenger/services/projector"
 	"messenger/streams"
 )
 
 // app is one process: the roles it runs and what they share.
 type app struct {
-	cfg    *config
-	log    *zap.Logger
-	ns     *server.Server
-	nc     *nats.Conn
-	edge   *edge.Edge
-	fanout *fanout.Fanout
-	mux    *http.ServeMux
-	ln     net.Listener
-	cmd    string
-	ch     *chLink // nil without --clickhouse
-	js     jetstream.JetStream
-	h      *streams.Handles
-	reg    prometheus.Registerer
+	cfg      *config
+	log      *zap.Logger
+	ns       *server.Server
+	nc       *nats.Conn
+	edge     *edge.Edge
+	fanout   *fanout.Fanout
+	presence *presence.Service
+	mux      *http.ServeMux
+	ln       net.Listener
+	cmd      string
+	ch       *chLink // nil without --clickhouse
+	js       jetstream.JetStream
+	h        *streams.Handles
+	reg      prometheus.Registerer
 }
 
 // runProjector projects into ClickHouse once it is connected.
@@ -162,6 +164,13 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		return fail(err)
 	}
 
+	if cmd == "all" || cmd == "presence" {
+		ps, err := presence.New(presence.Config{OnlineDelay: cfg.OnlineDelay, OfflineDelay: cfg.OfflineDelay, EdgeTimeout: cfg.EdgeTimeout}, nc, h, a.log, reg)
+		if err != nil {
+			return fail(err)
+		}
+		a.presence = ps
+	}
 	if cmd == "all" || cmd == "fanout" {
 		f, err := fanout.New(fanout.Config{Shards: cfg.FanoutShards}, nc, js, h, a.log, reg)
 		if err != nil {
@@ -186,6 +195,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 			MaxText: cfg.MaxText, MaxFrame: cfg.MaxFrame, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
 			QueueFrames: cfg.QueueFrames, PingInterval: cfg.PingInterval, IdleTimeout: cfg.IdleTimeout,
 			AllowedOrigins: cfg.origins(), HistoryRate: cfg.HistoryRate, HistoryBurst: cfg.HistoryBurst,
+			PresenceHeartbeat: cfg.EdgeHeartbeat, PresenceSync: cfg.PresenceSync, MaxWatch: cfg.MaxWatch, TypingEvery: cfg.TypingEvery,
 		}, d)
 		if err != nil {
 			return fail(err)
@@ -241,6 +251,9 @@ func (a *app) run(ctx context.Context) error {
 	}
 	if a.fanout != nil {
 		g.Go(func() error { return a.fanout.Run(gctx) })
+	}
+	if a.presence != nil {
+		g.Go(func() error { return a.presence.Run(gctx) })
 	}
 	if a.ch != nil {
 		g.Go(func() error { a.ch.run(gctx); return nil })

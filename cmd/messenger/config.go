@@ -40,6 +40,13 @@ type config struct {
 	LogLevel        string
 	HistoryRate     float64
 	HistoryBurst    int
+	OnlineDelay     time.Duration
+	OfflineDelay    time.Duration
+	EdgeTimeout     time.Duration
+	EdgeHeartbeat   time.Duration
+	PresenceSync    time.Duration
+	MaxWatch        int
+	TypingEvery     time.Duration
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -71,6 +78,13 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Float64Var(&c.HistoryRate, "history-rate", 20, "history and conversation-list reads per second per user")
 	fs.IntVar(&c.HistoryBurst, "history-burst", 40, "burst of history reads per user")
+	fs.DurationVar(&c.OnlineDelay, "online-delay", 5*time.Second, "presence: tell online only when still connected this long after connecting")
+	fs.DurationVar(&c.OfflineDelay, "offline-delay", 10*time.Second, "presence: tell offline only when no connection came back for this long")
+	fs.DurationVar(&c.EdgeTimeout, "edge-timeout", 15*time.Second, "presence: an edge silent this long is dead and its users gone")
+	fs.DurationVar(&c.EdgeHeartbeat, "edge-heartbeat", 5*time.Second, "presence: how often an edge says it is alive")
+	fs.DurationVar(&c.PresenceSync, "presence-sync", 30*time.Second, "presence: how often an edge sends its full list of users")
+	fs.IntVar(&c.MaxWatch, "max-watch", 500, "largest watch list and presence pull")
+	fs.DurationVar(&c.TypingEvery, "typing-every", 2*time.Second, "at most one typing event per user and conversation per this interval")
 }
 
 // envName is the environment variable of a flag.

@@ -533,3 +533,63 @@ func TestHistoryCommandsAgainstARunningPlatform(t *testing.T) {
 		t.Fatalf("projection holds %d messages (%v), want 30", n, err)
 	}
 }
+
+// An edge process killed with SIGKILL takes its users offline, with nobody
+// cleaning up after it (the presence service's edge timeout).
+func TestPresenceEdgeProcessKilled(t *testing.T) {
+	natsAddr, a, b := freeAddr(t), freeAddr(t), freeAddr(t)
+	start(t, "all", "--http", a, "--nats-listen", natsAddr, "--data", t.TempDir(),
+		"--online-delay", "300ms", "--offline-delay", "1s", "--edge-timeout", "3s", "--edge-heartbeat", "500ms")
+	eb := start(t, "edge", "--http", b, "--nats", "nats://"+natsAddr, "--edge-heartbeat", "500ms")
+	if code, ack, err := postMessage(a, token(t, "wes"), "p1", "uma", "hello"); err != nil || code != 200 {
+		t.Fatalf("%d %v %v", code, ack, err)
+	}
+	var mu sync.Mutex
+	var events []client.Event
+	tok := token(t, "wes")
+	w, err := client.Dial(t.Context(), client.Config{URLs: []string{"ws://" + a}, Token: func() (string, error) { return tok, nil },
+		OnEvent: func(e client.Event) {
+			if e.Type == "presence" && e.User == "uma" {
+				mu.Lock()
+				events = append(events, e)
+				mu.Unlock()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	wait := func(status string, n int) {
+		platformtest.Eventually(t, 30*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(events) < n || events[n-1].Status != status {
+				return fmt.Errorf("presence of uma: %+v", events)
+			}
+			return nil
+		})
+	}
+	// The summaries that make wes and uma contacts are written within 200 ms.
+	platformtest.Eventually(t, 10*time.Second, func() error {
+		req, _ := http.NewRequest("GET", "http://"+a+"/v1/conversations", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(body), `"uma"`) {
+			return fmt.Errorf("list: %s", body)
+		}
+		return nil
+	})
+	_ = w.Watch([]string{"uma"})
+	wait("offline", 1)
+	connect(t, "uma", "", b)
+	wait("online", 2)
+	killed := time.Now()
+	eb.kill(t)
+	wait("offline", 3)
+	t.Logf("uma told offline %v after her edge was killed", time.Since(killed))
+}

@@ -22,6 +22,7 @@ commands:
   edge     WebSocket and HTTP API, against --nats
   fanout   per-recipient fan-out, against --nats
   projector  the ClickHouse history projection, against --nats and --clickhouse
+  presence   who is online, told to watchers, against --nats
   replay-dead-letters  project the projector's dead letters again
   rebuild-history      make the ClickHouse projection again from the streams [--drop]
   token    print a token: messenger token <user> [--ttl 24h]
@@ -81,7 +82,7 @@ func run(args []string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return admin(ctx, cmd, &cfg, *drop)
-	case "all", "nats", "edge", "fanout", "projector":
+	case "all", "nats", "edge", "fanout", "projector", "presence":
 		if err := parse(fs, args); err != nil {
 			return err
 		}

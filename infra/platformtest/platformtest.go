@@ -29,6 +29,7 @@ import (
 	"messenger/infra/natsserver"
 	"messenger/services/fanout"
 	"messenger/services/history"
+	"messenger/services/presence"
 	"messenger/services/projector"
 	"messenger/streams"
 )
@@ -49,6 +50,8 @@ type Options struct {
 	// ClickHouseAddr overrides infra/clickhouse.TestAddr() (a private server).
 	ClickHouseAddr string
 	Projector      projector.Config
+	// Presence configures the presence service (always started).
+	Presence presence.Config
 }
 
 // Platform is a running test platform.
@@ -63,6 +66,7 @@ type Platform struct {
 	Edges      []*Edge
 	fanouts    []*running
 	projectors []*running
+	presences  []*running
 	// CH is the platform's ClickHouse connection (Options.ClickHouse).
 	CH     driver.Conn
 	CHDB   string
@@ -109,6 +113,7 @@ func Start(t testing.TB, o Options) *Platform {
 		}
 		p.StopFanout()
 		p.StopProjector()
+		p.StopPresence()
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	})
@@ -126,6 +131,7 @@ func Start(t testing.TB, o Options) *Platform {
 	if o.ClickHouse {
 		p.StartProjector()
 	}
+	p.StartPresence()
 	if o.Edges <= 0 {
 		o.Edges = 1
 	}
@@ -239,6 +245,20 @@ func (p *Platform) StartProjector() {
 	p.run("projector", nc, pr.Run, &p.projectors)
 }
 
+// StartPresence starts the presence service (again).
+func (p *Platform) StartPresence() {
+	nc := p.Conn()
+	_, h := p.handles(nc)
+	s, err := presence.New(p.opts.Presence, nc, h, p.Log, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.run("presence", nc, s.Run, &p.presences)
+}
+
+// StopPresence stops the presence service.
+func (p *Platform) StopPresence() { p.stopAll(&p.presences) }
+
 // StopProjector stops every projector.
 func (p *Platform) StopProjector() { p.stopAll(&p.projectors) }
 
@@ -314,11 +334,13 @@ func (e *Edge) stop() {
 	e.NC.Close()
 }
 
-// KillEdge stops edge i abruptly: its connections are cut, nothing drains.
+// KillEdge stops edge i abruptly, as SIGKILL would: its NATS connection
+// goes first (it tells nobody anything), then its client connections are cut.
 func (p *Platform) KillEdge(i int) {
 	p.mu.Lock()
 	e := p.Edges[i]
 	p.mu.Unlock()
+	e.NC.Close()
 	e.stop()
 }
 

@@ -132,3 +132,29 @@ type Watermark struct {
 	Read      uint64 `json:"r"`
 	Src       uint64 `json:"src"`
 }
+
+// Presence is a user's presence as watchers are told it: the presence frame
+// of PROTOCOL.md section 3 (last_seen only when offline).
+type Presence struct {
+	Type     string `json:"type"`
+	User     string `json:"user"`
+	Status   string `json:"status"`
+	LastSeen int64  `json:"last_seen,omitempty"`
+}
+
+// Presence statuses.
+const (
+	StatusOnline  = "online"
+	StatusOffline = "offline"
+)
+
+// PresenceReport is what an edge tells the presence service: one user
+// connected (On) or gone (!On) on that edge, or, in a sync, all its users.
+type PresenceReport struct {
+	Edge  string   `json:"edge"`
+	User  string   `json:"user,omitempty"`
+	On    bool     `json:"on,omitempty"`
+	Users []string `json:"users,omitempty"` // sync: every user the edge holds
+	Round uint64   `json:"round,omitempty"` // sync: which full report this chunk belongs to
+	Last  bool     `json:"last,omitempty"`  // sync: the round's final chunk
+}

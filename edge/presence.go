@@ -1,0 +1,313 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"messenger/services/event"
+	"messenger/streams"
+	"messenger/subjects"
+)
+
+// newEdgeID names this edge process for the presence service.
+func newEdgeID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	id := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, host)
+	return id + "_" + hex.EncodeToString(b[:])
+}
+
+// reportPresence tells the presence service that user connected to (on) or
+// left (!on) this edge.
+func (e *Edge) reportPresence(user string, on bool) {
+	data, _ := json.Marshal(event.PresenceReport{Edge: e.id, User: user, On: on})
+	_ = e.nc.Publish(e.h.Layout.PresenceEvents(user), data)
+}
+
+// presenceLoop beats the heartbeat and sends the full list of users now and
+// then, and whenever the presence service asks (after it starts).
+func (e *Edge) presenceLoop(ctx context.Context) {
+	resync := make(chan struct{}, 1)
+	sub, err := e.nc.Subscribe(subjects.PresenceResync, func(*nats.Msg) {
+		select {
+		case resync <- struct{}{}:
+		default:
+		}
+	})
+	if err == nil {
+		defer sub.Unsubscribe()
+	}
+	beat := time.NewTicker(e.cfg.PresenceHeartbeat)
+	defer beat.Stop()
+	full := time.NewTicker(e.cfg.PresenceSync)
+	defer full.Stop()
+	hb, _ := json.Marshal(event.PresenceReport{Edge: e.id})
+	var round uint64
+	sync := func() {
+		round++
+		users := e.hub.users()
+		for i := 0; ; i += 1000 {
+			end := min(i+1000, len(users))
+			data, _ := json.Marshal(event.PresenceReport{Edge: e.id, Users: users[i:end], Round: round, Last: end == len(users)})
+			_ = e.nc.Publish(subjects.PresenceSync(e.id), data)
+			if end == len(users) {
+				return
+			}
+		}
+	}
+	_ = e.nc.Publish(subjects.PresenceHeartbeat(e.id), hb)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.stopping:
+			return
+		case <-beat.C:
+			_ = e.nc.Publish(subjects.PresenceHeartbeat(e.id), hb)
+		case <-full.C:
+			sync()
+		case <-resync:
+			sync()
+		}
+	}
+}
+
+// presenceOf reads the presence of users as watchers were last told it.
+func (e *Edge) presenceOf(ctx context.Context, users []string) (map[string]event.Presence, error) {
+	subs := make([]string, len(users))
+	for i, u := range users {
+		subs[i] = subjects.KVKey(streams.BucketPresence, u)
+	}
+	raw, err := streams.ReadLastOf(ctx, e.nc, subjects.KVStream(streams.BucketPresence), subs)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]event.Presence, len(raw))
+	for _, data := range raw {
+		var p event.Presence
+		if json.Unmarshal(data, &p) == nil && p.User != "" {
+			out[p.User] = p
+		}
+	}
+	return out, nil
+}
+
+// contacts is the set of users sharing a conversation with user (from its
+// conversation summaries).
+func (e *Edge) contacts(ctx context.Context, user string) (map[string]bool, error) {
+	sums, err := e.summaries(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, s := range sums {
+		for _, m := range s.Members {
+			out[m] = true
+		}
+	}
+	return out, nil
+}
+
+// presenceView answers the presence of users for viewer: the state as told
+// to watchers for those it shares a conversation with, offline without
+// last_seen for the others, and online for itself.
+func (e *Edge) presenceView(ctx context.Context, viewer string, users []string) ([]event.Presence, map[string]bool, error) {
+	visible, err := e.contacts(ctx, viewer)
+	if err != nil {
+		return nil, nil, err
+	}
+	var asked []string
+	for _, u := range users {
+		if visible[u] && u != viewer {
+			asked = append(asked, u)
+		}
+	}
+	states, err := e.presenceOf(ctx, asked)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]event.Presence, 0, len(users))
+	for _, u := range users {
+		p := event.Presence{Type: "presence", User: u, Status: event.StatusOffline}
+		switch {
+		case u == viewer:
+			p.Status = event.StatusOnline
+		case visible[u]:
+			if st, ok := states[u]; ok {
+				p.Status, p.LastSeen = st.Status, st.LastSeen
+			}
+			if p.Status == event.StatusOnline {
+				p.LastSeen = 0
+			}
+		}
+		out = append(out, p)
+	}
+	return out, visible, nil
+}
+
+func (e *Edge) validUsers(users []string) *Error {
+	if len(users) > e.cfg.MaxWatch {
+		return errf(CodeBadRequest, "at most %d users", e.cfg.MaxWatch)
+	}
+	for _, u := range users {
+		if !validID(u) {
+			return errf(CodeBadRequest, "%q is not a valid user id", u)
+		}
+	}
+	return nil
+}
+
+// GET /v1/presence?users=a,b,c
+func (e *Edge) getPresence(w http.ResponseWriter, r *http.Request, user string) {
+	var users []string
+	if v := r.URL.Query().Get("users"); v != "" {
+		users = strings.Split(v, ",")
+	}
+	if cerr := e.validUsers(users); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	if wait, ok := e.historyLimits.allow(user); !ok {
+		writeError(w, &Error{Code: CodeRateLimited, Message: "too many reads", RetryAfter: wait})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	view, _, err := e.presenceView(ctx, user, users)
+	if err != nil {
+		writeError(w, errUnavailable("presence", err))
+		return
+	}
+	type item struct {
+		User     string `json:"user"`
+		Status   string `json:"status"`
+		LastSeen int64  `json:"last_seen,omitempty"`
+	}
+	out := make([]item, 0, len(view))
+	for _, p := range view {
+		out = append(out, item{User: p.User, Status: p.Status, LastSeen: p.LastSeen})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": out})
+}
+
+// watch replaces the session's watch list and answers with a snapshot.
+func (e *Edge) watch(s *session, users []string) *Error {
+	if cerr := e.validUsers(users); cerr != nil {
+		return cerr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	view, visible, err := e.presenceView(ctx, s.user, users)
+	if err != nil {
+		return errUnavailable("watch", err)
+	}
+	var follow []string
+	for _, u := range users {
+		if visible[u] && u != s.user {
+			follow = append(follow, u)
+		}
+	}
+	e.hub.setWatch(s, follow)
+	for _, p := range view {
+		b, _ := json.Marshal(p)
+		s.send(b)
+		e.m.presenceDelivered.Inc()
+	}
+	return nil
+}
+
+// typingLimiter allows one typing event per user and conversation per interval.
+type typingLimiter struct {
+	every  time.Duration
+	shards [16]struct {
+		mu   sync.Mutex
+		last map[string]time.Time
+	}
+	n atomic.Int64
+}
+
+func newTypingLimiter(every time.Duration) *typingLimiter {
+	t := &typingLimiter{every: every}
+	for i := range t.shards {
+		t.shards[i].last = map[string]time.Time{}
+	}
+	return t
+}
+
+func (t *typingLimiter) allow(user, conv string, now time.Time) bool {
+	key := user + "\x00" + conv
+	sh := &t.shards[subjects.Partition(key, len(t.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if now.Sub(sh.last[key]) < t.every {
+		return false
+	}
+	sh.last[key] = now
+	if len(sh.last) > 10_000 {
+		for k, at := range sh.last {
+			if now.Sub(at) >= t.every {
+				delete(sh.last, k)
+			}
+		}
+	}
+	return true
+}
+
+// Typing tells the other members of conv who are online now that user is
+// typing: nothing is stored, and at most one per interval goes out.
+func (e *Edge) Typing(ctx context.Context, user, conv string) *Error {
+	if !validID(conv) {
+		return errf(CodeBadRequest, "conv is not a valid conversation id")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, _, err := e.meta(ctx, conv)
+	if err != nil {
+		return errUnavailable("typing", err)
+	}
+	if m == nil || !m.has(user) {
+		return errForbidden
+	}
+	if !e.typing.allow(user, conv, time.Now()) {
+		return nil // coalesced: one went out within the interval
+	}
+	doc, _ := json.Marshal(map[string]string{"type": "typing", "conv": conv, "user": user})
+	for _, u := range m.Members {
+		if u != user {
+			// Only edges holding a connection of u hear its live subject.
+			_ = e.nc.Publish(e.h.Layout.Live(u), event.EncodeLive(0, 0, doc))
+		}
+	}
+	return nil
+}
+
+func (e *Edge) postTyping(w http.ResponseWriter, r *http.Request, user string) {
+	var req struct {
+		Conv string `json:"conv"`
+	}
+	if cerr := readBody(w, r, &req); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	if cerr := e.Typing(r.Context(), user, req.Conv); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{})
+}

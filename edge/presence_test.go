@@ -1,0 +1,334 @@
+package edge_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"messenger/client"
+	"messenger/infra/platformtest"
+	"messenger/services/presence"
+)
+
+const (
+	onlineDelay  = 400 * time.Millisecond
+	offlineDelay = 800 * time.Millisecond
+)
+
+func presencePlatform(t *testing.T, edges int) *platformtest.Platform {
+	return platformtest.Start(t, platformtest.Options{
+		Edges:    edges,
+		Presence: presence.Config{OnlineDelay: onlineDelay, OfflineDelay: offlineDelay, EdgeTimeout: 1500 * time.Millisecond},
+		Edge: edgeConfig(func(c *edgeCfg) {
+			c.PresenceHeartbeat, c.TypingEvery = 300*time.Millisecond, 500*time.Millisecond
+			c.SendRate, c.SendBurst = 1e4, 1e4
+		}),
+	})
+}
+
+// befriend makes a and b share a conversation, and waits until both lists show it.
+func befriend(t *testing.T, p *platformtest.Platform, a, b string) {
+	t.Helper()
+	var ack map[string]any
+	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token(a), map[string]any{"id": "hi-" + b, "to": b, "text": "hi"}, &ack); code != 200 {
+		t.Fatalf("befriend: %d %v", code, ack)
+	}
+	for _, u := range []string{a, b} {
+		platformtest.Eventually(t, 10*time.Second, func() error {
+			var l convList
+			api(t, "GET", p.HTTP(0)+"/v1/conversations", p.Token(u), nil, &l)
+			for _, c := range l.Conversations {
+				if c.Conv == ack["conv"] {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s does not list the conversation yet", u)
+		})
+	}
+}
+
+// presences returns the presence events received about user.
+func (r *recorder) presences(user string) []client.Event {
+	var out []client.Event
+	for _, e := range r.ofType("presence") {
+		if e.User == user {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (r *recorder) waitPresence(t *testing.T, user string, n int, within time.Duration) client.Event {
+	t.Helper()
+	platformtest.Eventually(t, within, func() error {
+		if got := len(r.presences(user)); got < n {
+			return fmt.Errorf("%d presence events about %s, want %d", got, user, n)
+		}
+		return nil
+	})
+	return r.presences(user)[n-1]
+}
+
+func TestPresenceIsToldLateOnPurpose(t *testing.T) {
+	p := presencePlatform(t, 2)
+	befriend(t, p, "wanda", "ulla")
+	w, wrec := dial(t, p, "wanda", []int{0}, dialOpts{})
+	if err := w.Watch([]string{"ulla"}); err != nil {
+		t.Fatal(err)
+	}
+	snap := wrec.waitPresence(t, "ulla", 1, 5*time.Second)
+	if snap.Status != "offline" {
+		t.Fatalf("snapshot %+v", snap)
+	}
+	connected := time.Now()
+	u, _ := dial(t, p, "ulla", []int{1}, dialOpts{})
+	on := wrec.waitPresence(t, "ulla", 2, 5*time.Second)
+	if took := time.Since(connected); on.Status != "online" || took < onlineDelay || took > onlineDelay+time.Second {
+		t.Fatalf("online told after %v (delay %v): %+v", took, onlineDelay, on)
+	}
+	_ = u.Close()
+	left := time.Now()
+	off := wrec.waitPresence(t, "ulla", 3, 5*time.Second)
+	if took := time.Since(left); off.Status != "offline" || took < offlineDelay || took > offlineDelay+time.Second {
+		t.Fatalf("offline told after %v (delay %v): %+v", took, offlineDelay, off)
+	}
+	if off.LastSeen < left.Add(-time.Second).UnixMilli() || off.LastSeen > time.Now().UnixMilli() {
+		t.Fatalf("last_seen %d, left at %d", off.LastSeen, left.UnixMilli())
+	}
+	// A bulk pull answers as watchers were told: offline with last_seen; the
+	// caller sees itself online.
+	var pr struct {
+		Users []struct {
+			User     string `json:"user"`
+			Status   string `json:"status"`
+			LastSeen int64  `json:"last_seen"`
+		} `json:"users"`
+	}
+	api(t, "GET", p.HTTP(1)+"/v1/presence?users=ulla,wanda", p.Token("wanda"), nil, &pr)
+	if len(pr.Users) != 2 || pr.Users[0].Status != "offline" || pr.Users[0].LastSeen != off.LastSeen || pr.Users[1].Status != "online" {
+		t.Fatalf("bulk pull: %+v", pr)
+	}
+}
+
+func TestFlappingTellsNothing(t *testing.T) {
+	p := presencePlatform(t, 1)
+	befriend(t, p, "vera", "fred")
+	v, vrec := dial(t, p, "vera", []int{0}, dialOpts{})
+	_ = v.Watch([]string{"fred"})
+	vrec.waitPresence(t, "fred", 1, 5*time.Second)
+	// Connections that never last the online delay.
+	for i := 0; i < 5; i++ {
+		f, _ := dial(t, p, "fred", []int{0}, dialOpts{})
+		time.Sleep(onlineDelay / 4)
+		_ = f.Close()
+	}
+	time.Sleep(onlineDelay + offlineDelay + 300*time.Millisecond)
+	if n := len(vrec.presences("fred")); n != 1 {
+		t.Fatalf("flapping told %d changes: %+v", n-1, vrec.presences("fred"))
+	}
+	// Online for real, then a reconnect within the offline delay: only "online".
+	f, _ := dial(t, p, "fred", []int{0}, dialOpts{})
+	vrec.waitPresence(t, "fred", 2, 5*time.Second)
+	_ = f.Close()
+	time.Sleep(offlineDelay / 4)
+	dial(t, p, "fred", []int{0}, dialOpts{})
+	time.Sleep(offlineDelay + 500*time.Millisecond)
+	if evs := vrec.presences("fred"); len(evs) != 2 || evs[1].Status != "online" {
+		t.Fatalf("reconnect told: %+v", evs)
+	}
+}
+
+func TestPresenceMultiDevice(t *testing.T) {
+	p := presencePlatform(t, 2)
+	befriend(t, p, "gail", "hugo")
+	g, grec := dial(t, p, "gail", []int{0}, dialOpts{})
+	_ = g.Watch([]string{"hugo"})
+	phone, _ := dial(t, p, "hugo", []int{0}, dialOpts{device: "phone"})
+	laptop, _ := dial(t, p, "hugo", []int{1}, dialOpts{device: "laptop"})
+	grec.waitPresence(t, "hugo", 2, 5*time.Second)
+	_ = phone.Close()
+	time.Sleep(offlineDelay + 500*time.Millisecond)
+	if n := len(grec.presences("hugo")); n != 2 {
+		t.Fatalf("one device left: %d events", n)
+	}
+	_ = laptop.Close()
+	if off := grec.waitPresence(t, "hugo", 3, 5*time.Second); off.Status != "offline" {
+		t.Fatalf("%+v", off)
+	}
+}
+
+// An edge that dies tells nobody anything: its users go offline by the
+// presence service's edge timeout.
+func TestDeadEdgeTakesItsUsersOffline(t *testing.T) {
+	p := presencePlatform(t, 2)
+	befriend(t, p, "iris", "jake")
+	i, irec := dial(t, p, "iris", []int{0}, dialOpts{})
+	_ = i.Watch([]string{"jake"})
+	tok := p.Token("jake")
+	if _, err := client.Dial(t.Context(), client.Config{URLs: []string{p.WS(1)}, Token: func() (string, error) { return tok, nil }}); err != nil {
+		t.Fatal(err)
+	}
+	irec.waitPresence(t, "jake", 2, 5*time.Second)
+	killed := time.Now()
+	p.KillEdge(1)
+	off := irec.waitPresence(t, "jake", 3, 10*time.Second)
+	if off.Status != "offline" {
+		t.Fatalf("%+v", off)
+	}
+	t.Logf("offline told %v after the edge died (edge timeout 1.5s + offline delay %v)", time.Since(killed), offlineDelay)
+}
+
+func TestPresenceVisibilityAndWatchReplaced(t *testing.T) {
+	p := presencePlatform(t, 1)
+	befriend(t, p, "kurt", "lola")
+	befriend(t, p, "kurt", "mona")
+	// "nils" shares nothing with kurt.
+	dial(t, p, "nils", []int{0}, dialOpts{})
+	k, krec := dial(t, p, "kurt", []int{0}, dialOpts{})
+	_ = k.Watch([]string{"lola", "nils"})
+	if s := krec.waitPresence(t, "nils", 1, 5*time.Second); s.Status != "offline" || s.LastSeen != 0 {
+		t.Fatalf("a stranger must look offline without last_seen: %+v", s)
+	}
+	krec.waitPresence(t, "lola", 1, 5*time.Second)
+	time.Sleep(onlineDelay + 300*time.Millisecond) // nils is online by now: kurt hears nothing of it
+	if n := len(krec.presences("nils")); n != 1 {
+		t.Fatalf("stranger's changes told: %d", n)
+	}
+	// Replace the list: lola's changes stop, mona's come.
+	_ = k.Watch([]string{"mona"})
+	krec.waitPresence(t, "mona", 1, 5*time.Second)
+	dial(t, p, "lola", []int{0}, dialOpts{})
+	dial(t, p, "mona", []int{0}, dialOpts{})
+	krec.waitPresence(t, "mona", 2, 5*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if n := len(krec.presences("lola")); n != 1 {
+		t.Fatalf("lola's change reached kurt after the list was replaced: %d events", n)
+	}
+	// Bad lists.
+	var e apiError
+	many := strings.Repeat("u,", 500) + "u"
+	if code := api(t, "GET", p.HTTP(0)+"/v1/presence?users="+many, p.Token("kurt"), nil, &e); code != 400 {
+		t.Fatalf("501 users: %d", code)
+	}
+	if code := api(t, "GET", p.HTTP(0)+"/v1/presence?users=a%20b", p.Token("kurt"), nil, &e); code != 400 {
+		t.Fatalf("bad id: %d", code)
+	}
+}
+
+func TestTypingReachesOnlineMembersOnlyAndIsCoalesced(t *testing.T) {
+	p := presencePlatform(t, 2)
+	befriend(t, p, "olga", "paul")
+	var conv string
+	{
+		var l convList
+		api(t, "GET", p.HTTP(0)+"/v1/conversations", p.Token("olga"), nil, &l)
+		conv = l.Conversations[0].Conv
+	}
+	o, _ := dial(t, p, "olga", []int{0}, dialOpts{})
+	_, prec := dial(t, p, "paul", []int{1}, dialOpts{})
+	for i := 0; i < 5; i++ {
+		if err := o.Typing(conv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	platformtest.Eventually(t, 5*time.Second, func() error {
+		if len(prec.ofType("typing")) == 0 {
+			return errors.New("no typing")
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	if ty := prec.ofType("typing"); len(ty) != 1 || ty[0].Conv != conv || ty[0].User != "olga" {
+		t.Fatalf("five typing frames at once gave %+v", ty)
+	}
+	time.Sleep(600 * time.Millisecond)
+	var e apiError
+	if code := api(t, "POST", p.HTTP(0)+"/v1/typing", p.Token("olga"), map[string]string{"conv": conv}, &e); code != 200 {
+		t.Fatalf("POST typing: %d %+v", code, e)
+	}
+	platformtest.Eventually(t, 5*time.Second, func() error {
+		if len(prec.ofType("typing")) != 2 {
+			return errors.New("second typing missing")
+		}
+		return nil
+	})
+	// Not a member: forbidden. Typing is never stored: a later connection
+	// replaying from the start gets none.
+	if code := api(t, "POST", p.HTTP(0)+"/v1/typing", p.Token("quin"), map[string]string{"conv": conv}, &e); code != 403 {
+		t.Fatalf("non-member typing: %d", code)
+	}
+	_, late := dial(t, p, "paul", []int{0}, dialOpts{cursor: "0"})
+	late.waitMsgs(t, 1)
+	time.Sleep(200 * time.Millisecond)
+	if n := len(late.ofType("typing")); n != 0 {
+		t.Fatalf("typing replayed: %d", n)
+	}
+}
+
+// One user's connect costs NATS messages in proportion to its watchers'
+// edges, not its contacts: measured with 500 contacts of whom 20 watch it.
+func TestConnectCostGrowsWithWatchersNotContacts(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2,
+		Presence: presence.Config{OnlineDelay: 300 * time.Millisecond, OfflineDelay: time.Second},
+		Edge: edgeConfig(func(c *edgeCfg) {
+			c.PresenceHeartbeat, c.PresenceSync = time.Hour, time.Hour
+			c.SendRate, c.SendBurst = 1e5, 1e5
+		}),
+	})
+	star := "star"
+	for i := 0; i < 500; i++ {
+		var ack map[string]any
+		if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token(fmt.Sprintf("fan%03d", i)), map[string]any{"id": "x", "to": star, "text": "hi"}, &ack); code != 200 {
+			t.Fatalf("%d %v", code, ack)
+		}
+	}
+	platformtest.Eventually(t, 20*time.Second, func() error {
+		var l convList
+		api(t, "GET", p.HTTP(0)+"/v1/conversations?limit=200", p.Token(star), nil, &l)
+		if len(l.Conversations) < 200 {
+			return fmt.Errorf("%d", len(l.Conversations))
+		}
+		return nil
+	})
+	measure := func(watchers int, round int) (uint64, int) {
+		var recs []*recorder
+		for i := 0; i < watchers; i++ {
+			c, rec := dial(t, p, fmt.Sprintf("fan%03d", i), []int{i % 2}, dialOpts{})
+			_ = c.Watch([]string{star})
+			rec.waitPresence(t, star, 1, 5*time.Second)
+			recs = append(recs, rec)
+		}
+		time.Sleep(500 * time.Millisecond) // quiet
+		before, _ := p.NS.Varz(nil)
+		c, _ := dial(t, p, star, []int{0}, dialOpts{device: fmt.Sprintf("d%d", round)})
+		told := 0
+		if watchers > 0 {
+			for _, rec := range recs {
+				rec.waitPresence(t, star, 2, 5*time.Second)
+				told++
+			}
+		} else {
+			time.Sleep(300*time.Millisecond + 500*time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+		after, _ := p.NS.Varz(nil)
+		_ = c.Close()
+		time.Sleep(1500 * time.Millisecond) // offline told, quiet again
+		t.Logf("watchers %d: in %d, out %d", watchers, after.InMsgs-before.InMsgs, after.OutMsgs-before.OutMsgs)
+		return uint64(after.InMsgs-before.InMsgs) + uint64(after.OutMsgs-before.OutMsgs), told
+	}
+	alone, _ := measure(0, 0)
+	watched, told := measure(20, 1)
+	t.Logf("NATS messages for one connect: %d with 500 contacts and no watcher; %d with 20 watchers on 2 edges (%d presence frames delivered)", alone, watched, told)
+	b, _ := json.Marshal(map[string]any{"alone": alone, "watched": watched})
+	t.Logf("%s", b)
+	if alone > 40 {
+		t.Fatalf("a connect with 500 contacts and no watcher cost %d NATS messages: it must not grow with contacts", alone)
+	}
+	if watched > alone+40 || told != 20 {
+		t.Fatalf("20 watchers: %d messages (%d without), %d told", watched, alone, told)
+	}
+}

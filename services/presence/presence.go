@@ -1,0 +1,286 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"messenger/services/event"
+	"messenger/streams"
+	"messenger/subjects"
+)
+
+// Config of the presence service. The zero value has PROTOCOL.md's delays.
+type Config struct {
+	// OnlineDelay: online is told when the user is still connected this long
+	// after connecting. Default 5s.
+	OnlineDelay time.Duration
+	// OfflineDelay: offline is told when no connection came back for this
+	// long. Default 10s.
+	OfflineDelay time.Duration
+	// EdgeTimeout: an edge silent this long is dead. Default 15s (with the
+	// offline delay: a dead edge's users are told offline within 25 s).
+	EdgeTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.OnlineDelay <= 0 {
+		c.OnlineDelay = 5 * time.Second
+	}
+	if c.OfflineDelay <= 0 {
+		c.OfflineDelay = 10 * time.Second
+	}
+	if c.EdgeTimeout <= 0 {
+		c.EdgeTimeout = 15 * time.Second
+	}
+	return c
+}
+
+type user struct {
+	edges    map[string]bool // edges holding a connection of the user
+	told     string          // status watchers were last told ("" = offline)
+	lastSeen int64           // ms: when the user was last connected
+	timer    *time.Timer
+}
+
+type edgeState struct {
+	seen  time.Time
+	users map[string]bool
+	// the full report being received, and its round
+	round   uint64
+	pending map[string]bool
+}
+
+// Service is the presence service.
+type Service struct {
+	cfg Config
+	nc  *nats.Conn
+	h   *streams.Handles
+	log *zap.Logger
+	m   *metrics
+
+	mu    sync.Mutex
+	users map[string]*user
+	edges map[string]*edgeState
+}
+
+// New makes the presence service.
+func New(cfg Config, nc *nats.Conn, h *streams.Handles, log *zap.Logger, reg prometheus.Registerer) (*Service, error) {
+	if nc == nil || h == nil || log == nil {
+		return nil, errors.New("presence: missing dependency")
+	}
+	return &Service{cfg: cfg.withDefaults(), nc: nc, h: h, log: log.With(zap.String("component", "presence")), m: newMetrics(reg),
+		users: map[string]*user{}, edges: map[string]*edgeState{}}, nil
+}
+
+// Run serves until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	var subs []*nats.Subscription
+	for subject, handler := range map[string]nats.MsgHandler{
+		subjects.PresenceEventsAll:     s.onEvent,
+		subjects.PresenceHeartbeatsAll: s.onHeartbeat,
+		subjects.PresenceSyncsAll:      s.onSync,
+	} {
+		sub, err := s.nc.Subscribe(subject, handler)
+		if err != nil {
+			return err
+		}
+		subs = append(subs, sub)
+	}
+	defer func() {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
+		}
+	}()
+	// What edges hold right now: every edge answers with a full report.
+	_ = s.nc.Publish(subjects.PresenceResync, nil)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for _, u := range s.users {
+				if u.timer != nil {
+					u.timer.Stop()
+				}
+			}
+			s.mu.Unlock()
+			return nil
+		case now := <-t.C:
+			s.expireEdges(now)
+		}
+	}
+}
+
+func (s *Service) edge(id string) *edgeState {
+	e := s.edges[id]
+	if e == nil {
+		e = &edgeState{users: map[string]bool{}}
+		s.edges[id] = e
+	}
+	e.seen = time.Now()
+	return e
+}
+
+func (s *Service) onEvent(m *nats.Msg) {
+	var r event.PresenceReport
+	if json.Unmarshal(m.Data, &r) != nil || r.Edge == "" || r.User == "" {
+		return
+	}
+	s.m.seen.WithLabelValues().Inc()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.edge(r.Edge)
+	if r.On {
+		e.users[r.User] = true
+	} else {
+		delete(e.users, r.User)
+	}
+	s.setEdge(r.User, r.Edge, r.On)
+}
+
+func (s *Service) onHeartbeat(m *nats.Msg) {
+	var r event.PresenceReport
+	if json.Unmarshal(m.Data, &r) != nil || r.Edge == "" {
+		return
+	}
+	s.mu.Lock()
+	s.edge(r.Edge)
+	s.mu.Unlock()
+}
+
+// onSync takes a chunk of an edge's full report; at its last chunk, users
+// the edge no longer holds are taken off it (a lost report is repaired).
+func (s *Service) onSync(m *nats.Msg) {
+	var r event.PresenceReport
+	if json.Unmarshal(m.Data, &r) != nil || r.Edge == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.edge(r.Edge)
+	if e.pending == nil || e.round != r.Round {
+		e.round, e.pending = r.Round, map[string]bool{}
+	}
+	for _, u := range r.Users {
+		e.pending[u] = true
+		if !e.users[u] {
+			e.users[u] = true
+			s.setEdge(u, r.Edge, true)
+		}
+	}
+	if !r.Last {
+		return
+	}
+	for u := range e.users {
+		if !e.pending[u] {
+			delete(e.users, u)
+			s.setEdge(u, r.Edge, false)
+		}
+	}
+	e.pending = nil
+}
+
+// expireEdges takes dead edges' users off them.
+func (s *Service) expireEdges(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, e := range s.edges {
+		if now.Sub(e.seen) < s.cfg.EdgeTimeout {
+			continue
+		}
+		s.log.Warn("edge silent: its users are gone", zap.String("edge", id), zap.Int("users", len(e.users)))
+		for u := range e.users {
+			s.setEdge(u, id, false)
+		}
+		delete(s.edges, id)
+	}
+}
+
+// setEdge records that edge holds (or no longer holds) user, and schedules
+// the check that tells a change once its delay has passed. s.mu is held.
+func (s *Service) setEdge(name, edge string, on bool) {
+	u := s.users[name]
+	if u == nil {
+		if !on {
+			return
+		}
+		u = &user{edges: map[string]bool{}}
+		s.users[name] = u
+	}
+	wasOnline := len(u.edges) > 0
+	if on {
+		u.edges[edge] = true
+	} else {
+		delete(u.edges, edge)
+	}
+	online := len(u.edges) > 0
+	if !online {
+		u.lastSeen = time.Now().UnixMilli()
+	}
+	if online == wasOnline {
+		return
+	}
+	if u.timer != nil {
+		u.timer.Stop()
+	}
+	delay := s.cfg.OnlineDelay
+	if !online {
+		delay = s.cfg.OfflineDelay
+	}
+	u.timer = time.AfterFunc(delay, func() { s.settle(name) })
+}
+
+// settle tells the user's state if it held for its delay and differs from
+// what was told.
+func (s *Service) settle(name string) {
+	s.mu.Lock()
+	u := s.users[name]
+	if u == nil {
+		s.mu.Unlock()
+		return
+	}
+	status := event.StatusOffline
+	if len(u.edges) > 0 {
+		status = event.StatusOnline
+	}
+	told := u.told
+	if told == "" {
+		told = event.StatusOffline
+	}
+	if status == told {
+		if status == event.StatusOffline {
+			delete(s.users, name) // nothing to remember but last seen, which is stored
+		}
+		s.mu.Unlock()
+		return
+	}
+	u.told = status
+	p := event.Presence{Type: "presence", User: name, Status: status}
+	if status == event.StatusOffline {
+		p.LastSeen = u.lastSeen
+		delete(s.users, name)
+	}
+	s.mu.Unlock()
+	s.tell(p)
+}
+
+func (s *Service) tell(p event.Presence) {
+	data, _ := json.Marshal(p)
+	if err := s.nc.Publish(s.h.Layout.PresenceChanges(p.User), data); err != nil {
+		s.log.Warn("tell presence", zap.Error(err))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.h.Presence.Put(ctx, p.User, data); err != nil {
+		s.log.Warn("store presence", zap.String("user", p.User), zap.Error(err))
+	}
+	s.m.told.WithLabelValues(p.Status).Inc()
+}
