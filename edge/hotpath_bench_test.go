@@ -14,7 +14,7 @@ import (
 type discardSink struct{}
 
 func (discardSink) write(_ []byte, done func()) { done() }
-func (discardSink) close(uint16, string)       {}
+func (discardSink) close(uint16, string)        {}
 
 func BenchmarkDecodeSendFrame(b *testing.B) {
 	raw := []byte(`{"type":"send","id":"k2V8mQ0cTt6PiAlS9oWjvA","to":"bob","text":"a message of some forty bytes, typical.."}`)
