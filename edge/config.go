@@ -60,6 +60,8 @@ type Config struct {
 	PresenceSync      time.Duration
 	// MaxWatch bounds a watch list and a presence pull. Default 500.
 	MaxWatch int
+	// MaxGroup bounds a group's members. Default 256.
+	MaxGroup int
 	// TypingEvery: at most one typing event per user and conversation per
 	// this interval. Default 2s.
 	TypingEvery time.Duration
@@ -85,6 +87,7 @@ func (c Config) withDefaults() Config {
 	def(&c.HistoryPage, 50)
 	def(&c.MaxHistoryPage, 100)
 	def(&c.MaxWatch, 500)
+	def(&c.MaxGroup, 256)
 	if c.PresenceHeartbeat <= 0 {
 		c.PresenceHeartbeat = 5 * time.Second
 	}

@@ -9,26 +9,20 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"messenger/services/event"
+	"messenger/services/history"
 	"messenger/subjects"
 )
-
-// ConvMeta is what the convs bucket holds for a conversation.
-type ConvMeta struct {
-	Kind    string   `json:"kind"`
-	Title   string   `json:"title,omitempty"`
-	Members []string `json:"members"`
-}
-
-func (m *ConvMeta) has(user string) bool { return slices.Contains(m.Members, user) }
 
 // convState is an edge's view of one conversation: its metadata and the
 // last stored event, from which the next seq is assigned. mu is held across
 // a publish so that one edge never races itself for a seq.
 type convState struct {
 	mu        sync.Mutex
-	meta      *ConvMeta
+	meta      *event.Meta
+	metaRev   uint64 // its revision in the convs bucket (0: not stored yet)
 	loaded    bool   // seq, streamSeq, ts read from the stream
 	seq       uint64 // seq of the last event
 	streamSeq uint64 // its sequence in the conversation stream
@@ -72,29 +66,37 @@ func (c *convCache) get(conv string) *convState {
 
 // meta returns the conversation's metadata, reading it from the bucket when
 // not yet known. A conversation that does not exist returns nil, nil.
-func (e *Edge) meta(ctx context.Context, conv string) (*ConvMeta, *convState, error) {
+// The metadata of a group may lag its stream: operations that depend on it
+// run under the conversation's lock after loadLast has caught it up.
+func (e *Edge) meta(ctx context.Context, conv string) (*event.Meta, *convState, error) {
 	st := e.convs.get(conv)
 	st.mu.Lock()
-	m := st.meta
-	st.mu.Unlock()
-	if m != nil {
-		return m, st, nil
+	defer st.mu.Unlock()
+	if st.meta != nil {
+		return st.meta, st, nil
 	}
+	if err := e.readMeta(ctx, conv, st); err != nil {
+		return nil, st, err
+	}
+	return st.meta, st, nil
+}
+
+// readMeta loads the stored metadata into st; st.mu is held.
+func (e *Edge) readMeta(ctx context.Context, conv string, st *convState) error {
 	entry, err := e.h.Convs.Get(ctx, conv)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, st, nil
+		st.meta, st.metaRev = nil, 0
+		return nil
 	}
 	if err != nil {
-		return nil, st, fmt.Errorf("edge: read conversation %s: %w", conv, err)
+		return fmt.Errorf("edge: read conversation %s: %w", conv, err)
 	}
-	m = new(ConvMeta)
+	m := new(event.Meta)
 	if err := json.Unmarshal(entry.Value(), m); err != nil {
-		return nil, st, fmt.Errorf("edge: conversation %s: %w", conv, err)
+		return fmt.Errorf("edge: conversation %s: %w", conv, err)
 	}
-	st.mu.Lock()
-	st.meta = m
-	st.mu.Unlock()
-	return m, st, nil
+	st.meta, st.metaRev = m, entry.Revision()
+	return nil
 }
 
 // ensureDirect makes sure the direct conversation of a and b is recorded.
@@ -105,18 +107,23 @@ func (e *Edge) ensureDirect(ctx context.Context, conv, a, b string) (*convState,
 	}
 	members := []string{a, b}
 	slices.Sort(members)
-	m = &ConvMeta{Kind: event.ConvDirect, Members: members}
+	m = &event.Meta{Kind: event.ConvDirect, Members: members}
 	val, _ := json.Marshal(m)
-	if _, err := e.h.Convs.Create(ctx, conv, val); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	rev, err := e.h.Convs.Create(ctx, conv, val)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return st, fmt.Errorf("edge: record conversation %s: %w", conv, err)
 	}
 	st.mu.Lock()
-	st.meta = m
+	if st.meta == nil {
+		st.meta, st.metaRev = m, rev
+	}
 	st.mu.Unlock()
 	return st, nil
 }
 
-// loadLast reads the conversation's last stored event; st.mu must be held.
+// loadLast reads the conversation's last stored event, and brings a
+// group's metadata up to it (from the stream, if the stored copy lags, as
+// after a crash between an event and its metadata); st.mu must be held.
 func (e *Edge) loadLast(ctx context.Context, conv string, st *convState) error {
 	m, err := e.h.ConvStreamOf(conv).GetLastMsgForSubject(ctx, e.h.Layout.ConvEvents(conv))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -131,5 +138,56 @@ func (e *Edge) loadLast(ctx context.Context, conv string, st *convState) error {
 		return err
 	}
 	st.loaded, st.seq, st.streamSeq, st.ts = true, h.Seq, m.Sequence, h.TS
+	if conv[0] != 'g' {
+		return nil
+	}
+	if st.meta == nil || st.meta.Applied < st.seq {
+		if err := e.readMeta(ctx, conv, st); err != nil {
+			return err
+		}
+	}
+	if st.meta != nil && st.meta.Applied >= st.seq {
+		return nil
+	}
+	return e.foldFromStream(ctx, conv, st)
+}
+
+// foldFromStream folds into st.meta the events the stored metadata lacks,
+// and stores the result; st.mu is held.
+func (e *Edge) foldFromStream(ctx context.Context, conv string, st *convState) error {
+	meta := st.meta
+	if meta == nil {
+		meta = &event.Meta{}
+	} else {
+		meta = meta.Clone()
+	}
+	if err := history.FoldStream(ctx, e.nc, e.h, conv, meta, st.seq); err != nil {
+		return err
+	}
+	st.meta = meta
+	e.storeMeta(ctx, conv, st)
 	return nil
+}
+
+// storeMeta writes st.meta to the bucket (compare-and-set on its revision);
+// a lost race only means another writer stored the same fold or a later
+// one, which the next loadLast reads. st.mu is held.
+func (e *Edge) storeMeta(ctx context.Context, conv string, st *convState) {
+	val, _ := json.Marshal(st.meta)
+	var rev uint64
+	var err error
+	if st.metaRev == 0 {
+		rev, err = e.h.Convs.Create(ctx, conv, val)
+	} else {
+		rev, err = e.h.Convs.Update(ctx, conv, val, st.metaRev)
+	}
+	if err != nil {
+		e.log.Debug("store conversation metadata", zap.String("conv", conv), zap.Error(err))
+		st.metaRev = 0
+		if entry, gerr := e.h.Convs.Get(ctx, conv); gerr == nil {
+			st.metaRev = entry.Revision()
+		}
+		return
+	}
+	st.metaRev = rev
 }

@@ -3,13 +3,10 @@ package edge
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"slices"
 	"strconv"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"messenger/services/event"
 	"messenger/services/history"
@@ -80,23 +77,19 @@ func (e *Edge) History(ctx context.Context, user, conv string, req PageRequest) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	m, _, err := e.meta(ctx, conv)
+	m, last, err := e.freshMeta(ctx, conv)
 	if err != nil {
 		return nil, errUnavailable("history", err)
 	}
-	if m == nil || !m.has(user) {
+	if m == nil || !m.Has(user) {
 		return nil, errForbidden
-	}
-	last, err := e.lastSeq(ctx, conv)
-	if err != nil {
-		return nil, errUnavailable("history", err)
 	}
 	limit := req.Limit
 	if limit <= 0 {
 		limit = e.cfg.HistoryPage
 	}
 	limit = min(limit, e.cfg.MaxHistoryPage)
-	lo, hi, hasMore := pageBounds(1, last, req, uint64(limit))
+	lo, hi, hasMore := pageBounds(m.JoinedSeq(user), last, req, uint64(limit))
 	page := &Page{Messages: []json.RawMessage{}, HasMore: hasMore}
 	if lo > hi {
 		return page, nil
@@ -145,20 +138,6 @@ func pageBounds(joined, last uint64, req PageRequest, limit uint64) (lo, hi uint
 		lo = upper - limit + 1
 	}
 	return lo, upper, lo > lower
-}
-
-// lastSeq reads the conversation's last seq from the stream: fresh, so that
-// a message acked through any edge is in the page (read-your-writes).
-func (e *Edge) lastSeq(ctx context.Context, conv string) (uint64, error) {
-	m, err := e.h.ConvStreamOf(conv).GetLastMsgForSubject(ctx, e.h.Layout.ConvEvents(conv))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	h, err := event.DecodeHead(m.Data)
-	return h.Seq, err
 }
 
 // noteEvent keeps the recent cache current with an event this edge saw.

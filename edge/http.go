@@ -28,6 +28,10 @@ func (e *Edge) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/conversations/{conv}/messages", e.authed(e.getMessages))
 	mux.HandleFunc("GET /v1/conversations", e.authed(e.getConversations))
 	mux.HandleFunc("GET /v1/presence", e.authed(e.getPresence))
+	mux.HandleFunc("POST /v1/conversations", e.authed(e.postConversation))
+	mux.HandleFunc("POST /v1/conversations/{conv}/members", e.authed(e.postMember))
+	mux.HandleFunc("DELETE /v1/conversations/{conv}/members/{user}", e.authed(e.deleteMember))
+	mux.HandleFunc("PATCH /v1/conversations/{conv}", e.authed(e.patchConversation))
 	mux.HandleFunc("POST /v1/typing", e.authed(e.postTyping))
 }
 
@@ -140,16 +144,19 @@ func (e *Edge) getConversation(w http.ResponseWriter, r *http.Request, user stri
 func (e *Edge) Conversation(ctx context.Context, user, conv string) (*ConversationView, *Error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
-	m, _, err := e.meta(ctx, conv)
+	m, _, err := e.freshMeta(ctx, conv)
 	if err != nil {
 		return nil, errUnavailable("conversation", err)
 	}
-	if m == nil || !m.has(user) {
+	if m == nil || !m.Has(user) {
 		return nil, errForbidden
 	}
-	v := &ConversationView{Conv: conv, Kind: m.Kind, Title: m.Title, JoinedSeq: 1, Members: []MemberView{}}
+	v := &ConversationView{Conv: conv, Kind: m.Kind, Title: m.Title, JoinedSeq: m.JoinedSeq(user), Members: []MemberView{}}
 	for _, u := range m.Members {
 		mv := MemberView{User: u, Role: "member"}
+		if m.IsAdmin(u) {
+			mv.Role = "admin"
+		}
 		entry, err := e.h.Watermarks.Get(ctx, streams.WatermarkKey(conv, u))
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):

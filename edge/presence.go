@@ -281,7 +281,7 @@ func (e *Edge) Typing(ctx context.Context, user, conv string) *Error {
 	if err != nil {
 		return errUnavailable("typing", err)
 	}
-	if m == nil || !m.has(user) {
+	if m == nil || !m.Has(user) {
 		return errForbidden
 	}
 	if !e.typing.allow(user, conv, time.Now()) {

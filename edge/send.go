@@ -101,7 +101,7 @@ func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Er
 		if err != nil {
 			return nil, errUnavailable("send", err)
 		}
-		if m == nil || !m.has(user) {
+		if m == nil || (m.Kind == event.ConvDirect && !m.Has(user)) {
 			return nil, errForbidden
 		}
 		st = s
@@ -119,11 +119,22 @@ func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Er
 		onlineCh = make(chan bool, 1)
 		go func(to string) { onlineCh <- e.online(to) }(r.To)
 	}
-	ack, err := e.publish(ctx, st, conv, user, r)
-	if err != nil {
-		e.log.Warn("store message", zap.String("conv", conv), zap.Error(err))
-		return nil, errUnavailable("send", err)
+	text, to := *r.Text, r.To
+	ack, cerr := e.commit(ctx, st, conv, user+":"+r.ID, func(m *event.Meta) *Error {
+		if m == nil || !m.Has(user) {
+			return errForbidden // a group member removed meanwhile
+		}
+		return nil
+	}, func(ev *event.Msg) {
+		ev.From, ev.ID, ev.Kind, ev.Text, ev.To = user, r.ID, event.KindText, text, to
+	})
+	if cerr != nil {
+		if cerr.Code == CodeUnavailable {
+			e.log.Warn("store message", zap.String("conv", conv), zap.String("error", cerr.Message))
+		}
+		return nil, cerr
 	}
+	ack.ID = r.ID
 	if onlineCh != nil {
 		online := <-onlineCh
 		ack.Online = &online
@@ -131,9 +142,14 @@ func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Er
 	return ack, nil
 }
 
-// publish assigns the next seq of conv and stores the event, retrying when
-// another edge took the seq first (the expected-last-subject-sequence check).
-func (e *Edge) publish(ctx context.Context, st *convState, conv, user string, r *SendRequest) (*Ack, error) {
+// commit stores the next event of conv: under the conversation's lock, it
+// brings its state up to the stream, checks the operation against the
+// metadata as of the last event (check may refuse it), fills the event
+// (build), and publishes it with the expected-last-subject-sequence check,
+// starting again when another edge stored an event first. dedupID, when
+// set, makes a resend answer the first ack. The metadata of a group is
+// folded and stored at once.
+func (e *Edge) commit(ctx context.Context, st *convState, conv, dedupID string, check func(*event.Meta) *Error, build func(*event.Msg)) (*Ack, *Error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	stream := e.h.ConvStreamOf(conv)
@@ -141,44 +157,69 @@ func (e *Edge) publish(ctx context.Context, st *convState, conv, user string, r 
 	for attempt := 0; ; attempt++ {
 		if !st.loaded {
 			if err := e.loadLast(ctx, conv, st); err != nil {
-				return nil, err
+				return nil, errUnavailable("store", err)
 			}
 		}
-		ev := event.Msg{
-			V: event.Version, Type: event.TypeMsg, Conv: conv, Seq: st.seq + 1,
-			TS: max(time.Now().UnixMilli(), st.ts), From: user, ID: r.ID,
-			Kind: event.KindText, Text: *r.Text, To: r.To,
+		if cerr := check(st.meta); cerr != nil {
+			return nil, cerr
 		}
+		ev := event.Msg{V: event.Version, Type: event.TypeMsg, Conv: conv, Seq: st.seq + 1, TS: max(time.Now().UnixMilli(), st.ts)}
+		build(&ev)
 		data, _ := json.Marshal(ev)
 		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-		msg.Header.Set(jetstream.MsgIDHeader, user+":"+r.ID)
+		if dedupID != "" {
+			msg.Header.Set(jetstream.MsgIDHeader, dedupID)
+		}
 		pa, err := e.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(st.streamSeq))
 		if err != nil {
+			st.loaded = false
 			if streams.IsWrongLastSequence(err) && attempt < 50 {
 				e.m.conflicts.Inc()
-				st.loaded = false
 				continue
 			}
-			st.loaded = false
-			return nil, err
+			return nil, errUnavailable("store", err)
 		}
 		if pa.Duplicate {
-			// A resend: answer the first ack, whatever this text was.
+			// A resend: answer the first ack, whatever this one carried.
 			orig, err := stream.GetMsg(ctx, pa.Sequence)
 			if err != nil {
-				return nil, err
+				return nil, errUnavailable("store", err)
 			}
 			var m event.Msg
 			if err := json.Unmarshal(orig.Data, &m); err != nil {
-				return nil, err
+				return nil, errUnavailable("store", err)
 			}
 			e.m.sends.WithLabelValues("duplicate").Inc()
-			return &Ack{Type: "ack", ID: r.ID, Conv: m.Conv, Seq: m.Seq, TS: m.TS}, nil
+			return &Ack{Type: "ack", ID: m.ID, Conv: m.Conv, Seq: m.Seq, TS: m.TS}, nil
 		}
 		st.seq, st.streamSeq, st.ts = ev.Seq, pa.Sequence, ev.TS
+		if ev.Kind != event.KindText {
+			meta := &event.Meta{}
+			if st.meta != nil {
+				meta = st.meta.Clone()
+			}
+			meta.Fold(&ev, pa.Sequence)
+			st.meta = meta
+			e.storeMeta(ctx, conv, st)
+		}
 		e.noteEvent(conv, ev.Seq, pa.Sequence, data)
-		return &Ack{Type: "ack", ID: r.ID, Conv: conv, Seq: ev.Seq, TS: ev.TS}, nil
+		return &Ack{Type: "ack", ID: ev.ID, Conv: conv, Seq: ev.Seq, TS: ev.TS}, nil
 	}
+}
+
+// freshMeta is the conversation's metadata as of its last stored event
+// (read now): what reads of a group check membership against.
+func (e *Edge) freshMeta(ctx context.Context, conv string) (*event.Meta, uint64, error) {
+	m, st, err := e.meta(ctx, conv)
+	if err != nil || m == nil {
+		return nil, 0, err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := e.loadLast(ctx, conv, st); err != nil {
+		return nil, 0, err
+	}
+	return st.meta, st.seq, nil
 }
 
 // ReceiptRequest is a receipt frame or POST /v1/receipts body.
@@ -205,23 +246,14 @@ func (e *Edge) Receipt(ctx context.Context, user string, r *ReceiptRequest) *Err
 	defer e.inflight.leave()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
-	m, st, err := e.meta(ctx, r.Conv)
+	m, last, err := e.freshMeta(ctx, r.Conv)
 	if err != nil {
 		return errUnavailable("receipt", err)
 	}
-	if m == nil || !m.has(user) {
+	if m == nil || !m.Has(user) {
 		return errForbidden
 	}
 	seq := uint64(*r.Seq)
-	st.mu.Lock()
-	if !st.loaded || seq > st.seq {
-		err = e.loadLast(ctx, r.Conv, st)
-	}
-	last := st.seq
-	st.mu.Unlock()
-	if err != nil {
-		return errUnavailable("receipt", err)
-	}
 	if seq > last {
 		return errf(CodeBadRequest, "seq %d is beyond the last event %d of the conversation", seq, last)
 	}

@@ -65,6 +65,7 @@ type Fanout struct {
 	m      *metrics
 	shards []*shard
 	marks  *watermarks
+	live   liveReceipts
 	// stopped: the shards' channels are closed (no more flush requests).
 	stopped atomic.Bool
 }
@@ -115,6 +116,7 @@ func (f *Fanout) Run(ctx context.Context) error {
 	stopSaving := make(chan struct{})
 	saved := make(chan struct{})
 	go func() { defer close(saved); f.saveCheckpoints(stopSaving, floors) }()
+	go f.runLiveReceipts(stopSaving, time.Second)
 
 	readers.Wait()
 	close(stopSaving)
@@ -233,6 +235,7 @@ func (f *Fanout) runPartition(ctx context.Context, p int, fl *floor) error {
 		return fmt.Errorf("fanout: messages of %s: %w", streams.ConvStream(p), err)
 	}
 	go func() { <-ctx.Done(); it.Stop() }()
+	mc := newMetaCache(10_000)
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -247,7 +250,7 @@ func (f *Fanout) runPartition(ctx context.Context, p int, fl *floor) error {
 			f.log.Error("message without metadata", zap.Error(err))
 			continue
 		}
-		if !f.dispatch(ctx, p, meta.Sequence.Stream, msg.Subject(), msg.Data(), fl) {
+		if !f.dispatch(ctx, mc, p, meta.Sequence.Stream, msg.Subject(), msg.Data(), fl) {
 			return nil
 		}
 	}
@@ -256,7 +259,7 @@ func (f *Fanout) runPartition(ctx context.Context, p int, fl *floor) error {
 // dispatch turns one source event into queue writes. It returns false when
 // ctx ended before the event was handled: the event is then left for the
 // next run (the checkpoint does not pass it).
-func (f *Fanout) dispatch(ctx context.Context, p int, seq uint64, subject string, data []byte, fl *floor) bool {
+func (f *Fanout) dispatch(ctx context.Context, mc *metaCache, p int, seq uint64, subject string, data []byte, fl *floor) bool {
 	sp, err := subjects.Parse(subject)
 	if err != nil {
 		f.log.Error("unknown subject in conversation stream", zap.String("subject", subject))
@@ -268,10 +271,10 @@ func (f *Fanout) dispatch(ctx context.Context, p int, seq uint64, subject string
 	switch sp.Prefix {
 	case subjects.ConvPrefix:
 		f.m.events.WithLabelValues(event.TypeMsg).Inc()
-		recipients, err = f.msgRecipients(ctx, data)
+		recipients, err = f.msgRecipients(ctx, mc, data)
 	case subjects.ReceiptPrefix:
 		f.m.events.WithLabelValues(event.TypeReceipt).Inc()
-		recipients, doc, err = f.receipt(ctx, seq, data)
+		recipients, doc, err = f.receipt(ctx, mc, seq, data)
 	}
 	if ctx.Err() != nil {
 		return false
@@ -288,7 +291,9 @@ func (f *Fanout) dispatch(ctx context.Context, p int, seq uint64, subject string
 	return true
 }
 
-func (f *Fanout) msgRecipients(ctx context.Context, data []byte) ([]string, error) {
+// msgRecipients: for a direct message its two members; for a group event
+// the members as of its seq (and a removed member gets its own removal).
+func (f *Fanout) msgRecipients(ctx context.Context, mc *metaCache, data []byte) ([]string, error) {
 	var m event.Msg
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("decode msg: %w", err)
@@ -296,22 +301,11 @@ func (f *Fanout) msgRecipients(ctx context.Context, data []byte) ([]string, erro
 	if m.To != "" {
 		return []string{m.From, m.To}, nil
 	}
-	return f.members(ctx, m.Conv)
-}
-
-// members reads a conversation's members from its metadata.
-func (f *Fanout) members(ctx context.Context, conv string) ([]string, error) {
-	e, err := f.h.Convs.Get(ctx, conv)
+	meta, err := f.groupMeta(ctx, mc, m.Conv, m.Seq)
 	if err != nil {
-		return nil, fmt.Errorf("members of %s: %w", conv, err)
+		return nil, err
 	}
-	var meta struct {
-		Members []string `json:"members"`
-	}
-	if err := json.Unmarshal(e.Value(), &meta); err != nil {
-		return nil, fmt.Errorf("members of %s: %w", conv, err)
-	}
-	return meta.Members, nil
+	return meta.Recipients(m.Seq, m.Kind, m.User), nil
 }
 
 func (f *Fanout) shardOf(user string) *shard {

@@ -92,8 +92,10 @@ type receiptDoc struct {
 	Status string `json:"status"`
 }
 
-// receipt applies a stored receipt and returns who gets told and what.
-func (f *Fanout) receipt(ctx context.Context, src uint64, data []byte) ([]string, []byte, error) {
+// receipt applies a stored receipt and returns who gets told and what: in
+// a direct conversation both members; in a group only the reader's own
+// devices, the others get a coalesced live event.
+func (f *Fanout) receipt(ctx context.Context, mc *metaCache, src uint64, data []byte) ([]string, []byte, error) {
 	var r event.Receipt
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, nil, fmt.Errorf("decode receipt: %w", err)
@@ -102,10 +104,22 @@ func (f *Fanout) receipt(ctx context.Context, src uint64, data []byte) ([]string
 	if err != nil || !tell {
 		return nil, nil, err
 	}
-	members, err := f.members(ctx, r.Conv)
+	doc, _ := json.Marshal(receiptDoc{Type: event.TypeReceipt, Conv: r.Conv, Seq: r.Seq, User: r.User, Status: status})
+	if r.Conv[0] != 'g' {
+		entry, err := f.h.Convs.Get(ctx, r.Conv)
+		if err != nil {
+			return nil, nil, fmt.Errorf("members of %s: %w", r.Conv, err)
+		}
+		var meta event.Meta
+		if err := json.Unmarshal(entry.Value(), &meta); err != nil {
+			return nil, nil, fmt.Errorf("members of %s: %w", r.Conv, err)
+		}
+		return meta.Members, doc, nil
+	}
+	meta, err := f.groupMeta(ctx, mc, r.Conv, 0)
 	if err != nil {
 		return nil, nil, err
 	}
-	doc, _ := json.Marshal(receiptDoc{Type: event.TypeReceipt, Conv: r.Conv, Seq: r.Seq, User: r.User, Status: status})
-	return members, doc, nil
+	f.live.add(r.Conv, r.User, append([]string(nil), meta.Members...), doc)
+	return []string{r.User}, doc, nil
 }
