@@ -78,6 +78,12 @@ func (e *Edge) meta(ctx context.Context, conv string) (*event.Meta, *convState, 
 	if err := e.readMeta(ctx, conv, st); err != nil {
 		return nil, st, err
 	}
+	if st.meta == nil {
+		// Not in the bucket: rebuilt from the stream if it has events.
+		if err := e.loadLast(ctx, conv, st); err != nil {
+			return nil, st, err
+		}
+	}
 	return st.meta, st, nil
 }
 
@@ -138,15 +144,13 @@ func (e *Edge) loadLast(ctx context.Context, conv string, st *convState) error {
 		return err
 	}
 	st.loaded, st.seq, st.streamSeq, st.ts = true, h.Seq, m.Sequence, h.TS
-	if conv[0] != 'g' {
-		return nil
+	if st.meta != nil && (st.meta.Kind == event.ConvDirect || st.meta.Applied >= st.seq) {
+		return nil // a direct conversation's members never change
 	}
-	if st.meta == nil || st.meta.Applied < st.seq {
-		if err := e.readMeta(ctx, conv, st); err != nil {
-			return err
-		}
+	if err := e.readMeta(ctx, conv, st); err != nil {
+		return err
 	}
-	if st.meta != nil && st.meta.Applied >= st.seq {
+	if st.meta != nil && (st.meta.Kind == event.ConvDirect || st.meta.Applied >= st.seq) {
 		return nil
 	}
 	return e.foldFromStream(ctx, conv, st)

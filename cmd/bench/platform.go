@@ -165,6 +165,7 @@ type platformSpec struct {
 	fanout bool   // split: run the fan-out (history runs without it)
 	data   string // JetStream data directory
 	chDB   string // ClickHouse database
+	keepDB bool   // do not drop chDB first (a reused history load)
 }
 
 // messengerEnv is the environment of the platform processes: the bench's

@@ -66,8 +66,8 @@ type watched struct {
 	Shared   bool   // not ours alone (the ClickHouse server)
 }
 
-// procSnap is one sample of a set of processes, plus Go runtime gauges
-// scraped from /metrics where a process serves them.
+// procSnap is one sample of a set of processes, plus the Go runtime and
+// messenger metrics scraped from /metrics where a process serves them.
 type procSnap map[string]procPoint
 
 type procPoint struct {
@@ -75,6 +75,21 @@ type procPoint struct {
 	Heap       float64 // go_memstats_heap_inuse_bytes
 	Stack      float64 // go_memstats_stack_inuse_bytes
 	Goroutines float64 // go_goroutines
+	Counters   map[string]float64
+}
+
+// scraped are the metrics read from each platform process (summed over
+// label sets): the runtime's, and the platform's own counters of the work
+// behind each message, so that a figure can say what it is made of.
+var scraped = []string{
+	"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines",
+	"go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count",
+	"messenger_edge_sends_total", "messenger_edge_frames_delivered_total", "messenger_edge_replays_total",
+	"messenger_edge_live_gaps_total", "messenger_edge_seq_conflicts_total", "messenger_edge_slow_reader_closes_total",
+	"messenger_edge_connects_total",
+	"messenger_fanout_events_total", "messenger_fanout_queue_writes_total", "messenger_fanout_queue_writes_skipped_total",
+	"messenger_fanout_queue_conflicts_total", "messenger_fanout_queue_retries_total", "messenger_fanout_summary_writes_total",
+	"messenger_projector_events_total",
 }
 
 func snapshot(ps []watched, scrape bool) procSnap {
@@ -82,8 +97,9 @@ func snapshot(ps []watched, scrape bool) procSnap {
 	for _, p := range ps {
 		pt := procPoint{procSample: sampleProc(p.Pid)}
 		if scrape && p.Metrics != "" {
-			m := scrapeMetrics(p.Metrics, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines")
+			m := scrapeMetrics(p.Metrics, scraped)
 			pt.Heap, pt.Stack, pt.Goroutines = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]
+			pt.Counters = m
 		}
 		out[p.Name] = pt
 	}
@@ -92,8 +108,9 @@ func snapshot(ps []watched, scrape bool) procSnap {
 
 var metricsClient = &http.Client{Timeout: 3 * time.Second}
 
-// scrapeMetrics reads unlabelled gauges from a Prometheus text endpoint.
-func scrapeMetrics(url string, names ...string) map[string]float64 {
+// scrapeMetrics reads a Prometheus text endpoint and sums, per wanted
+// metric name, the samples of all its label sets.
+func scrapeMetrics(url string, names []string) map[string]float64 {
 	out := map[string]float64{}
 	resp, err := metricsClient.Get(url)
 	if err != nil {
@@ -111,44 +128,16 @@ func scrapeMetrics(url string, names ...string) map[string]float64 {
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok || !want[name] {
-			continue
-		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-			out[name] = v
-		}
-	}
-	return out
-}
-
-// scrapeSum adds up every sample of a metric (all label sets).
-func scrapeSum(url, name string) (float64, bool) {
-	resp, err := metricsClient.Get(url)
-	if err != nil {
-		return 0, false
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var sum float64
-	found := false
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+		end := strings.IndexAny(line, "{ ")
+		if end < 0 || !want[line[:end]] {
 			continue
 		}
 		i := strings.LastIndexByte(line, ' ')
 		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			sum += v
-			found = true
+			out[line[:end]] += v
 		}
 	}
-	return sum, found
+	return out
 }
 
 // machine is the box the figures come from.

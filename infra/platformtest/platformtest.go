@@ -262,6 +262,13 @@ func (p *Platform) StopPresence() { p.stopAll(&p.presences) }
 // StopProjector stops every projector.
 func (p *Platform) StopProjector() { p.stopAll(&p.projectors) }
 
+// Handles opens the streams and buckets on a new connection.
+func (p *Platform) Handles() (*nats.Conn, *streams.Handles) {
+	nc := p.Conn()
+	_, h := p.handles(nc)
+	return nc, h
+}
+
 // Projector makes a projector that is not running (for admin calls).
 func (p *Platform) Projector() (*projector.Projector, *nats.Conn, *streams.Handles) {
 	nc := p.Conn()

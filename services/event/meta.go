@@ -101,6 +101,10 @@ func (m *Meta) Fold(ev *Msg, streamSeq uint64) {
 	case KindTitleChanged:
 		m.Title = ev.Title
 	default:
+		if m.Kind == "" && ev.To != "" { // the first message of a direct conversation
+			m.Kind, m.Members = ConvDirect, []string{ev.From, ev.To}
+			slices.Sort(m.Members)
+		}
 		return
 	}
 	m.Members = m.Members[:0]

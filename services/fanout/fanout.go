@@ -34,6 +34,8 @@ type Config struct {
 	UserCache int
 	// InboxCache is how many conversation summaries are kept in memory. Default 200,000.
 	InboxCache int
+	// StopGrace bounds, at stop, the time to finish the writes already read. Default 5s.
+	StopGrace time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -51,6 +53,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.InboxCache <= 0 {
 		c.InboxCache = 200_000
+	}
+	if c.StopGrace <= 0 {
+		c.StopGrace = 5 * time.Second
 	}
 	return c
 }
@@ -119,6 +124,10 @@ func (f *Fanout) Run(ctx context.Context) error {
 	go f.runLiveReceipts(stopSaving, time.Second)
 
 	readers.Wait()
+	// What was read gets a bounded time to be written: a write that cannot
+	// be stored (NATS gone) is left to the next run, from the checkpoint.
+	grace := time.AfterFunc(f.cfg.StopGrace, cancelWriters)
+	defer grace.Stop()
 	close(stopSaving)
 	<-saved
 	f.stopped.Store(true)
