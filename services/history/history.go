@@ -149,4 +149,3 @@ func FoldStream(ctx context.Context, nc *nats.Conn, h *streams.Handles, conv str
 	}
 	return nil
 }
-
