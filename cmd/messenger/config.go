@@ -48,6 +48,7 @@ type config struct {
 	MaxWatch        int
 	TypingEvery     time.Duration
 	Pprof           bool
+	MaxGroup        int
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -85,6 +86,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.EdgeHeartbeat, "edge-heartbeat", 5*time.Second, "presence: how often an edge says it is alive")
 	fs.DurationVar(&c.PresenceSync, "presence-sync", 30*time.Second, "presence: how often an edge sends its full list of users")
 	fs.IntVar(&c.MaxWatch, "max-watch", 500, "largest watch list and presence pull")
+	fs.IntVar(&c.MaxGroup, "max-group", 256, "largest group")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http (never expose publicly)")
 	fs.DurationVar(&c.TypingEvery, "typing-every", 2*time.Second, "at most one typing event per user and conversation per this interval")
 }
