@@ -41,6 +41,7 @@ type Edge struct {
 	// presence
 	id          string
 	typing      *typingLimiter
+	devSigner   *auth.Signer // nil unless --dev
 	inflight    inflight
 	upgrader    *gws.Upgrader
 	replaySlots chan struct{}
@@ -61,6 +62,9 @@ type Deps struct {
 	// Projection is the history projection (ClickHouse); nil serves history
 	// from the conversation streams alone.
 	Projection history.Store
+	// DevSigner, when set (--dev), turns on the web client's development
+	// sign-in: a token for any user id.
+	DevSigner *auth.Signer
 }
 
 // New makes an edge. Its NATS connection's error handler should call
@@ -85,6 +89,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		recent:        newRecentCache(cfg.RecentConvs, cfg.RecentMessages),
 		id:            newEdgeID(),
 		typing:        newTypingLimiter(cfg.TypingEvery),
+		devSigner:     d.DevSigner,
 		replaySlots:   make(chan struct{}, cfg.MaxReplays),
 		stopping:      make(chan struct{}),
 	}

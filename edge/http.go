@@ -22,12 +22,14 @@ const maxBody = 64 << 10
 // Routes registers the edge's endpoints on mux.
 func (e *Edge) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/ws", e.ServeWS)
+	e.webRoutes(mux)
 	mux.HandleFunc("POST /v1/messages", e.authed(e.postMessage))
 	mux.HandleFunc("POST /v1/receipts", e.authed(e.postReceipt))
 	mux.HandleFunc("GET /v1/conversations/{conv}", e.authed(e.getConversation))
 	mux.HandleFunc("GET /v1/conversations/{conv}/messages", e.authed(e.getMessages))
 	mux.HandleFunc("GET /v1/conversations", e.authed(e.getConversations))
 	mux.HandleFunc("GET /v1/presence", e.authed(e.getPresence))
+	mux.HandleFunc("GET /v1/poll", e.authed(e.getPoll))
 	mux.HandleFunc("POST /v1/conversations", e.authed(e.postConversation))
 	mux.HandleFunc("POST /v1/conversations/{conv}/members", e.authed(e.postMember))
 	mux.HandleFunc("DELETE /v1/conversations/{conv}/members/{user}", e.authed(e.deleteMember))

@@ -33,6 +33,7 @@ type watchEntry struct {
 
 type userEntry struct {
 	sessions []*session
+	waiters  []chan struct{} // long polls of the user, woken by any announcement
 	sub      *nats.Subscription
 }
 
@@ -86,19 +87,87 @@ func (h *hub) add(s *session) error {
 	sh := h.shard(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	ue := sh.users[s.user]
-	if ue == nil {
-		ch := h.dispatch[subjects.Partition(s.user, len(h.dispatch))]
-		sub, err := h.e.nc.ChanSubscribe(h.e.h.Layout.Live(s.user), ch)
-		if err != nil {
-			return err
-		}
-		ue = &userEntry{sub: sub}
-		sh.users[s.user] = ue
-		h.e.reportPresence(s.user, true)
+	ue, err := h.entryLocked(sh, s.user)
+	if err != nil {
+		return err
 	}
 	ue.sessions = append(ue.sessions, s)
 	return nil
+}
+
+// entryLocked returns the user's entry, subscribing (and reporting the user
+// online here) when it is new; the shard's lock is held.
+func (h *hub) entryLocked(sh *struct {
+	mu    sync.Mutex
+	users map[string]*userEntry
+}, user string) (*userEntry, error) {
+	ue := sh.users[user]
+	if ue == nil {
+		ch := h.dispatch[subjects.Partition(user, len(h.dispatch))]
+		sub, err := h.e.nc.ChanSubscribe(h.e.h.Layout.Live(user), ch)
+		if err != nil {
+			return nil, err
+		}
+		ue = &userEntry{sub: sub}
+		sh.users[user] = ue
+		h.e.reportPresence(user, true)
+	}
+	return ue, nil
+}
+
+// releaseLocked drops the user's entry once nothing of it is left here.
+func (h *hub) releaseLocked(sh *struct {
+	mu    sync.Mutex
+	users map[string]*userEntry
+}, user string, ue *userEntry) {
+	if len(ue.sessions) == 0 && len(ue.waiters) == 0 {
+		_ = ue.sub.Unsubscribe()
+		delete(sh.users, user)
+		h.e.reportPresence(user, false)
+	}
+}
+
+// addWaiter registers a long poll of user: a user polling counts as
+// connected here, like a session.
+func (h *hub) addWaiter(user string, wake chan struct{}) {
+	sh := h.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ue, err := h.entryLocked(sh, user); err == nil {
+		ue.waiters = append(ue.waiters, wake)
+	}
+}
+
+func (h *hub) removeWaiter(user string, wake chan struct{}) {
+	sh := h.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ue := sh.users[user]
+	if ue == nil {
+		return
+	}
+	for i, w := range ue.waiters {
+		if w == wake {
+			ue.waiters = append(ue.waiters[:i], ue.waiters[i+1:]...)
+			break
+		}
+	}
+	h.releaseLocked(sh, user, ue)
+}
+
+// wakeWaiters tells the user's long polls that its queue moved.
+func (h *hub) wakeWaiters(user string) {
+	sh := h.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ue := sh.users[user]; ue != nil {
+		for _, w := range ue.waiters {
+			select {
+			case w <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // remove forgets s, and the subscription with the user's last session.
@@ -116,11 +185,7 @@ func (h *hub) remove(s *session) {
 			break
 		}
 	}
-	if len(ue.sessions) == 0 {
-		_ = ue.sub.Unsubscribe()
-		delete(sh.users, s.user)
-		h.e.reportPresence(s.user, false)
-	}
+	h.releaseLocked(sh, s.user, ue)
 	h.setWatch(s, nil)
 }
 
@@ -248,9 +313,11 @@ func (h *hub) handle(m *nats.Msg) {
 			return
 		}
 		// A nudge: the queue has entries that may not have been announced.
+		h.wakeWaiters(sp.ID)
 		h.refill(sp.ID)
 		return
 	}
+	h.wakeWaiters(sp.ID)
 	if hd, err := event.DecodeHead(doc); err == nil && hd.Type == event.TypeMsg {
 		// The stream sequence is not in the announcement: 0 is fine, the
 		// cache serves docs and a later page anchors on its own rows.

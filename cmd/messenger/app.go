@@ -96,8 +96,9 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var verifier *auth.Verifier
+	var signer *auth.Signer
 	if cmd == "all" || cmd == "edge" {
-		if verifier, _, err = keys(cfg, a.log); err != nil {
+		if verifier, signer, err = keys(cfg, a.log); err != nil {
 			return fail(err)
 		}
 	}
@@ -189,6 +190,9 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	a.js, a.h = js, h
 	if cmd == "all" || cmd == "edge" {
 		d := edge.Deps{NC: nc, JS: js, Handles: h, Verifier: verifier, Log: a.log, Metrics: reg}
+		if cfg.Dev {
+			d.DevSigner = signer
+		}
 		if a.ch != nil {
 			d.Projection = linkStore{a.ch}
 		}

@@ -1,0 +1,49 @@
+package edge
+
+import (
+	"net/http"
+	"time"
+
+	"messenger/web"
+)
+
+// devTokenTTL is the lifetime of a development sign-in token.
+const devTokenTTL = 24 * time.Hour
+
+// getDev tells the web client whether development sign-in is on.
+func (e *Edge) getDev(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"dev": e.devSigner != nil})
+}
+
+// postDevToken is the development sign-in: a token for any user id, minted
+// with the configured key. Off unless the platform runs with --dev.
+func (e *Edge) postDevToken(w http.ResponseWriter, r *http.Request) {
+	if e.devSigner == nil {
+		writeError(w, errf(CodeNotFound, "development sign-in is off (start with --dev)"))
+		return
+	}
+	var req struct {
+		User string `json:"user"`
+	}
+	if cerr := readBody(w, r, &req); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	if !validID(req.User) {
+		writeError(w, errf(CodeBadRequest, "user must be 1-64 characters of [A-Za-z0-9_-]"))
+		return
+	}
+	tok, err := e.devSigner.Token(req.User, devTokenTTL)
+	if err != nil {
+		writeError(w, errf(CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "user": req.User, "expires_in": int(devTokenTTL.Seconds())})
+}
+
+// webRoutes serves the web client and the development sign-in.
+func (e *Edge) webRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /", web.Handler())
+	mux.HandleFunc("GET /v1/dev", e.getDev)
+	mux.HandleFunc("POST /v1/dev/token", e.postDevToken)
+}
