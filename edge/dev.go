@@ -43,7 +43,14 @@ func (e *Edge) postDevToken(w http.ResponseWriter, r *http.Request) {
 
 // webRoutes serves the web client and the development sign-in.
 func (e *Edge) webRoutes(mux *http.ServeMux) {
-	mux.Handle("GET /", web.Handler())
+	files := web.Handler()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			notFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /v1/dev", e.getDev)
 	mux.HandleFunc("POST /v1/dev/token", e.postDevToken)
 }

@@ -48,6 +48,8 @@ const (
 	// BucketPresence maps a user to its presence as watchers were last told
 	// it (status, last seen): what bulk pulls answer.
 	BucketPresence = "presence"
+	// BucketPush maps "<user>.<id>" to a device registered for push.
+	BucketPush = "push"
 )
 
 // Config sets the shape of the streams. The zero value is valid: see the
@@ -201,6 +203,7 @@ func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 		{Bucket: BucketWatermarks, Description: "delivered/read watermarks per member", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketFanout, Description: "fan-out checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketPresence, Description: "presence as told to watchers, and last seen", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketPush, Description: "devices registered for push notifications", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }
 
@@ -272,6 +275,7 @@ type Handles struct {
 	Watermarks jetstream.KeyValue
 	Fanout     jetstream.KeyValue
 	Presence   jetstream.KeyValue
+	Push       jetstream.KeyValue
 }
 
 // ErrNotReady means the streams do not exist yet (nobody ran Ensure).
@@ -313,6 +317,9 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 	}
 	if h.Presence, err = js.KeyValue(ctx, BucketPresence); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketPresence, err)
+	}
+	if h.Push, err = js.KeyValue(ctx, BucketPush); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketPush, err)
 	}
 	return h, nil
 }
