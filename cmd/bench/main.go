@@ -108,7 +108,7 @@ func (o *options) flags(fs *flag.FlagSet) {
 
 	fs.IntVar(&o.Conns, "conns", 20000, "idle: connections")
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "idle, reconnect: connects in flight per worker")
-	fs.DurationVar(&o.Hold, "hold", 15*time.Second, "idle: how long the connections are held before memory is read")
+	fs.DurationVar(&o.Hold, "hold", 150*time.Second, "idle: how long the connections are held before memory is read (past Go's forced GC every 2 min)")
 
 	fs.Float64Var(&o.Rate, "rate", 2000, "direct: total messages per second")
 	fs.DurationVar(&o.Duration, "duration", 60*time.Second, "direct: how long to send")

@@ -136,7 +136,14 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 			return fail(fmt.Errorf("data dir: %w", err))
 		}
-		ns, err := natsserver.Start(natsserver.Config{Listen: cfg.NATSListen, DataDir: cfg.Data, SyncAlways: cfg.SyncAlways})
+		listen := cfg.NATSListen
+		if !cfg.explicit["nats-listen"] && !portFree(listen) {
+			// The default port is taken (another NATS on this box): take any
+			// free one; the log says which.
+			host, _, _ := net.SplitHostPort(listen)
+			listen = net.JoinHostPort(host, "-1")
+		}
+		ns, err := natsserver.Start(natsserver.Config{Listen: listen, DataDir: cfg.Data, SyncAlways: cfg.SyncAlways})
 		if err != nil {
 			return fail(err)
 		}
@@ -227,21 +234,24 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	return a, cleanup, nil
 }
 
-// readyz: NATS connected, not draining, and ClickHouse answering when this
-// process uses it (PROTOCOL.md section 5).
+// readyz: 200 once the process can accept and persist messages (NATS
+// connected, not draining: PROTOCOL.md section 10). ClickHouse is reported
+// in the body but does not gate readiness: without it messages are still
+// stored and delivered, and history is read from the streams.
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 	ready := a.nc.Status() == nats.CONNECTED
 	if a.edge != nil {
 		ready = ready && a.edge.Ready()
 	}
-	if a.ch != nil {
-		ready = ready && a.ch.healthy.Load()
-	}
 	if !ready {
 		http.Error(w, "not ready\n", http.StatusServiceUnavailable)
 		return
 	}
-	_, _ = w.Write([]byte("ready\n"))
+	body := "ready\n"
+	if a.ch != nil && !a.ch.healthy.Load() {
+		body = "ready (clickhouse unavailable: history is read from the streams)\n"
+	}
+	_, _ = w.Write([]byte(body))
 }
 
 // run serves until ctx ends (SIGTERM), then drains: /readyz turns 503,
@@ -323,6 +333,7 @@ func keys(cfg *config, log *zap.Logger) (*auth.Verifier, *auth.Signer, error) {
 		}
 		if log != nil {
 			log.Warn("development mode: using the secret kept under --data", zap.String("jwt_secret", secret), zap.String("file", filepath.Join(cfg.Data, "dev-secret")))
+			fmt.Fprintf(os.Stderr, "development mode: JWT secret %s (kept in %s); web sign-in is on\n", secret, filepath.Join(cfg.Data, "dev-secret"))
 		}
 	}
 	if secret == "" {
@@ -383,4 +394,14 @@ func signer(cfg *config) (*auth.Signer, error) {
 		return nil, errors.New("minting EdDSA tokens needs --jwt-private-key")
 	}
 	return s, nil
+}
+
+// portFree tells whether addr can be listened on now.
+func portFree(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }

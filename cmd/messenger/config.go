@@ -49,6 +49,8 @@ type config struct {
 	TypingEvery     time.Duration
 	Pprof           bool
 	MaxGroup        int
+	// explicit: flags given on the command line or in the environment.
+	explicit map[string]bool
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -96,8 +98,9 @@ func envName(flagName string) string {
 	return "MESSENGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// parse reads args, then fills every flag not given from its environment variable.
-func parse(fs *flag.FlagSet, args []string) error {
+// parse reads args, then fills every flag not given from its environment
+// variable; cfg learns which flags were given either way.
+func parse(fs *flag.FlagSet, args []string, cfg *config) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -112,8 +115,10 @@ func parse(fs *flag.FlagSet, args []string) error {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
 			}
+			set[f.Name] = true
 		}
 	})
+	cfg.explicit = set
 	return err
 }
 

@@ -56,7 +56,7 @@ func run(args []string) error {
 		if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 			user, args = args[0], args[1:]
 		}
-		if err := parse(fs, args); err != nil {
+		if err := parse(fs, args, &cfg); err != nil {
 			return err
 		}
 		if user == "" && fs.NArg() > 0 {
@@ -70,20 +70,20 @@ func run(args []string) error {
 		if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 			user, args = args[0], args[1:]
 		}
-		if err := parse(fs, args); err != nil {
+		if err := parse(fs, args, &cfg); err != nil {
 			return err
 		}
 		return chat(&cfg, user, *to, *url, os.Stdin, os.Stdout)
 	case "replay-dead-letters", "rebuild-history":
 		drop := fs.Bool("drop", false, "rebuild-history: drop the tables first (stop every projector before)")
-		if err := parse(fs, args); err != nil {
+		if err := parse(fs, args, &cfg); err != nil {
 			return err
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return admin(ctx, cmd, &cfg, *drop)
 	case "all", "nats", "edge", "fanout", "projector", "presence":
-		if err := parse(fs, args); err != nil {
+		if err := parse(fs, args, &cfg); err != nil {
 			return err
 		}
 	case "-h", "--help", "help":
