@@ -119,6 +119,8 @@ func (e *Edge) AddMember(ctx context.Context, actor, conv, user string) *Error {
 	if !validID(user) {
 		return errf(CodeBadRequest, "user is not a valid user id")
 	}
+	var title string
+	var members []string
 	return e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
 		switch {
 		case !m.IsAdmin(actor):
@@ -128,8 +130,13 @@ func (e *Edge) AddMember(ctx context.Context, actor, conv, user string) *Error {
 		case len(m.Members) >= e.cfg.MaxGroup:
 			return errf(CodeConflict, "the group is full (%d members)", e.cfg.MaxGroup)
 		}
+		title, members = m.Title, append(slices.Clone(m.Members), user)
 		return nil
-	}, func(ev *event.Msg) { ev.Kind, ev.User = event.KindMemberAdded, user })
+	}, func(ev *event.Msg) {
+		// The new member never saw group_created: the event carries the
+		// group's title and members (an extension; clients ignore it).
+		ev.Kind, ev.User, ev.Title, ev.Members = event.KindMemberAdded, user, title, members
+	})
 }
 
 // RemoveMember removes user from a group: an admin removes anyone, a

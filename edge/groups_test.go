@@ -146,6 +146,15 @@ func TestGroupMembershipRules(t *testing.T) {
 	if len(pg.Messages) != 2 || pg.Messages[0].Seq != 3 || pg.HasMore {
 		t.Fatalf("dan's history: %v has_more %v", seqs(pg), pg.HasMore)
 	}
+	// His conversation list knows the group though he never saw its creation.
+	platformtest.Eventually(t, 10*time.Second, func() error {
+		var l convList
+		api(t, "GET", url, tok("dan"), nil, &l)
+		if len(l.Conversations) != 1 || l.Conversations[0].Kind != "group" || l.Conversations[0].Title != "team" || len(l.Conversations[0].Members) != 4 {
+			return fmt.Errorf("dan's list: %+v", l)
+		}
+		return nil
+	})
 	// Full group (limit 5 in this test: ava ben cal dan + one).
 	api(t, "POST", url+"/"+g.Conv+"/members", tok("ava"), map[string]string{"user": "eli"}, &v)
 	if code := api(t, "POST", url+"/"+g.Conv+"/members", tok("ava"), map[string]string{"user": "fay"}, &e); code != 409 {

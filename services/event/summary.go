@@ -32,7 +32,7 @@ func (s *Summary) ApplyMsg(user string, m *Msg, doc []byte) bool {
 	s.Conv = m.Conv
 	s.LastSeq, s.TS, s.Last = m.Seq, m.TS, append(json.RawMessage(nil), doc...)
 	switch {
-	case m.To != "":
+	case m.To != "" && m.Kind == KindText:
 		s.Kind = ConvDirect
 		if len(s.Members) == 0 {
 			s.Members = []string{m.From, m.To}
@@ -41,12 +41,16 @@ func (s *Summary) ApplyMsg(user string, m *Msg, doc []byte) bool {
 	case m.Kind == KindGroupCreated:
 		s.Kind, s.Title, s.Members = ConvGroup, m.Title, append([]string(nil), m.Members...)
 	case m.Kind == KindTitleChanged:
-		s.Title = m.Title
+		s.Kind, s.Title = ConvGroup, m.Title
 	case m.Kind == KindMemberAdded:
-		if !slices.Contains(s.Members, m.User) {
+		s.Kind = ConvGroup
+		if len(m.Members) > 0 { // the group as it is at the add
+			s.Title, s.Members = m.Title, append([]string(nil), m.Members...)
+		} else if !slices.Contains(s.Members, m.User) {
 			s.Members = append(s.Members, m.User)
 		}
 	case m.Kind == KindMemberRemoved:
+		s.Kind = ConvGroup
 		s.Members = slices.DeleteFunc(s.Members, func(u string) bool { return u == m.User })
 	}
 	if m.Kind == KindText && m.From != user && m.Seq > s.ReadSeq {
