@@ -1,17 +1,30 @@
-# Recipes; each is also a plain script under scripts/.
+# Recipes; each is also a plain script or go command.
 
-# install what is missing, build, run every role in one process (dev mode)
+# install what is missing, start ClickHouse, build, run every role in one process (dev mode)
 start:
     bash scripts/start.sh
 
-# vet and run the whole test suite against real servers
+# vet and run the whole test suite against real servers (what CI runs)
 test:
     bash scripts/test.sh
 
-# build the binary into bin/
+# build the binaries into bin/
 build:
     go build -o bin/messenger ./cmd/messenger
+    go build -o bin/bench ./cmd/bench
 
 # print a development token for a user
 token user:
     go run ./cmd/messenger token {{user}} --dev
+
+# the load benchmark (slow tier): starts its own platform; e.g. just bench idle direct
+bench *scenarios:
+    go run ./cmd/bench {{scenarios}}
+
+# the in-process benchmarks: cost per message, history, groups, hot paths
+bench-go:
+    go test -run '^$' -bench . -benchtime 1x ./edge/
+
+# ClickHouse for analysts: start, stop, status
+clickhouse verb="status":
+    bash scripts/clickhouse.sh {{verb}}
