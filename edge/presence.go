@@ -124,6 +124,9 @@ func (e *Edge) contacts(ctx context.Context, user string) (map[string]bool, erro
 	return out, nil
 }
 
+// maxDirectChecks bounds the bucket reads one watch list may cost.
+const maxDirectChecks = 100
+
 // presenceView answers the presence of users for viewer: the state as told
 // to watchers for those it shares a conversation with, offline without
 // last_seen for the others, and online for itself.
@@ -131,6 +134,18 @@ func (e *Edge) presenceView(ctx context.Context, viewer string, users []string) 
 	visible, err := e.contacts(ctx, viewer)
 	if err != nil {
 		return nil, nil, err
+	}
+	// The summaries are written within a checkpoint interval: a direct
+	// conversation started just now is found in the convs bucket instead.
+	checked := 0
+	for _, u := range users {
+		if visible[u] || u == viewer || checked >= maxDirectChecks {
+			continue
+		}
+		checked++
+		if _, err := e.h.Convs.Get(ctx, event.DirectConv(viewer, u)); err == nil {
+			visible[u] = true
+		}
 	}
 	var asked []string
 	for _, u := range users {

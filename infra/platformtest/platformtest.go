@@ -6,6 +6,7 @@ package platformtest
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -186,7 +187,7 @@ func (p *Platform) run(name string, nc *nats.Conn, run func(context.Context) err
 	r := &running{nc: nc, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		if err := run(ctx); err != nil {
+		if err := run(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			p.t.Errorf("%s: %v", name, err)
 		}
 	}()

@@ -107,6 +107,9 @@ func (f *Fanout) Run(ctx context.Context) error {
 	for p := range f.h.Conv {
 		cp, err := f.loadCheckpoint(ctx, p)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		floors[p] = newFloor(cp)
