@@ -8,6 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+# Headless Chromium for the web client's browser tests (web/browser_test.go,
+# which fail without it unless MESSENGER_NO_BROWSER=1).
+if [ "${MESSENGER_NO_BROWSER:-}" != 1 ] && [ ! -x /usr/bin/chromium ]; then
+  echo "== chromium"
+  if [ "$(id -u)" -eq 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+  else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; fi
+fi
 echo "== clickhouse"
 bash scripts/clickhouse.sh start # left running; the tests use it
 export MESSENGER_CLICKHOUSE="${MESSENGER_CLICKHOUSE:-127.0.0.1:${CLICKHOUSE_TCP_PORT:-9000}}"

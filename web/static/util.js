@@ -1,0 +1,79 @@
+// Small helpers shared by the modules of the web client.
+
+/** A user id, device id or client id: PROTOCOL.md section 1. */
+export const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-';
+
+/** A random id of n characters of [A-Za-z0-9_-]. */
+export function randomId(n = 20) {
+  const bytes = crypto.getRandomValues(new Uint8Array(n));
+  let s = '';
+  for (const b of bytes) s += ALPHABET[b & 63];
+  return s;
+}
+
+/**
+ * h builds an element. props: className, dataset, text, attrs (set as
+ * attributes), on* handlers, any other key is set as a property. Children
+ * are nodes or strings (always added as text, never parsed as HTML).
+ */
+export function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  if (props) {
+    for (const [k, v] of Object.entries(props)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'className') el.className = v;
+      else if (k === 'dataset') Object.assign(el.dataset, v);
+      else if (k === 'attrs') for (const [a, av] of Object.entries(v)) el.setAttribute(a, av);
+      else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+      else el[k] = v;
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children) {
+    if (c === undefined || c === null || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else if (c instanceof Node) el.appendChild(c);
+    else el.appendChild(document.createTextNode(String(c)));
+  }
+}
+
+/** "14:05" for today, "Mon 14:05" this week, else "12 Mar". */
+export function shortTime(ts) {
+  if (!ts) return '';
+  const d = new Date(ts);
+  const now = new Date();
+  const hm = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (d.toDateString() === now.toDateString()) return hm;
+  if (now - d < 6 * 864e5) return d.toLocaleDateString([], { weekday: 'short' }) + ' ' + hm;
+  return d.toLocaleDateString([], { day: 'numeric', month: 'short' });
+}
+
+export function clock(ts) {
+  return ts ? new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
+}
+
+/** The claims of a JWT, read without checking it (the server checks). */
+export function jwtClaims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = atob(part + '='.repeat((4 - (part.length % 4)) % 4));
+    return JSON.parse(json);
+  } catch {
+    return null;
+  }
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A stable hue for a name, for avatars. */
+export function hue(name) {
+  let x = 0;
+  for (const ch of name) x = (x * 31 + ch.codePointAt(0)) >>> 0;
+  return x % 360;
+}
