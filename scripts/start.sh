@@ -13,6 +13,20 @@ mkdir -p bin
 go build -o bin/messenger ./cmd/messenger
 export MESSENGER_DATA="${MESSENGER_DATA:-./data}"
 export MESSENGER_HTTP="${MESSENGER_HTTP:-127.0.0.1:8080}"
-echo "messenger: starting on http://${MESSENGER_HTTP} (data in ${MESSENGER_DATA})"
-echo "messenger: mint a token with: bin/messenger token alice --dev"
-exec bin/messenger all --dev "$@"
+echo "messenger: starting (data in ${MESSENGER_DATA}, logs in ${MESSENGER_DATA}/messenger.log)"
+mkdir -p "$MESSENGER_DATA"
+bin/messenger all --dev "$@" >>"$MESSENGER_DATA/messenger.log" 2>&1 &
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"' INT TERM
+for _ in $(seq 1 120); do
+  if curl -sf "http://${MESSENGER_HTTP}/readyz" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "messenger: it stopped; the end of its log:"; tail -20 "$MESSENGER_DATA/messenger.log"; exit 1
+  fi
+  sleep 0.5
+done
+echo "messenger: ready. Terminal chat: bin/messenger chat alice --to bob --dev"
+echo "messenger: Ctrl-C stops it."
+echo
+echo "Open http://${MESSENGER_HTTP}/ and sign in as any user."
+wait "$pid"
