@@ -412,12 +412,7 @@ func TestSignInAndChat(t *testing.T) {
 // info panel, every change shown to the members as a line in the chat.
 func TestGroups(t *testing.T) {
 	needBrowser(t)
-	p := startPlatform(t)
-	base := p.HTTP(0)
-	alice := newPage(t, "alice", 1280, 800)
-	alice.signIn(base, "", p.Token("alice"))
-	bob := newPage(t, "bob", 1280, 800)
-	bob.signIn(base, "", p.Token("bob"))
+	alice, bob := aliceAndBob(t)
 
 	alice.click("#new-group summary")
 	alice.typeInto("#new-group-title", "Weekend trip")
@@ -617,12 +612,7 @@ func TestWebSocketBlocked(t *testing.T) {
 // what is written meanwhile, and sends it once back.
 func TestReloadAndReconnect(t *testing.T) {
 	needBrowser(t)
-	p := startPlatform(t)
-	base := p.HTTP(0)
-	alice := newPage(t, "alice", 1280, 800)
-	alice.signIn(base, "", p.Token("alice"))
-	bob := newPage(t, "bob", 1280, 800)
-	bob.signIn(base, "", p.Token("bob"))
+	alice, bob := aliceAndBob(t)
 	chatBothWays(t, alice, bob, "websocket")
 	texts := `[...document.querySelectorAll('#msg-list li.msg')].map((li) => li.dataset.key + ':' + li.querySelector('.text').textContent).join('|')`
 	before := eval[string](alice, texts)
@@ -703,4 +693,17 @@ func TestCursorExpired(t *testing.T) {
 		pg.send("got it")
 		pg.waitStatus("got it", "sent")
 	}
+}
+
+// aliceAndBob starts a platform and signs alice and bob in, each in a
+// browser of its own on a wide window.
+func aliceAndBob(t *testing.T) (alice, bob *page) {
+	t.Helper()
+	p := startPlatform(t)
+	base := p.HTTP(0)
+	alice = newPage(t, "alice", 1280, 800)
+	alice.signIn(base, "", p.Token("alice"))
+	bob = newPage(t, "bob", 1280, 800)
+	bob.signIn(base, "", p.Token("bob"))
+	return alice, bob
 }
