@@ -62,6 +62,10 @@ type Config struct {
 	MaxWatch int
 	// MaxGroup bounds a group's members. Default 256.
 	MaxGroup int
+	// ReadBuffer is each WebSocket connection's read buffer in bytes: most
+	// of an idle connection's memory. Larger frames are still read whole,
+	// in more system calls. Default 1024.
+	ReadBuffer int
 	// TypingEvery: at most one typing event per user and conversation per
 	// this interval. Default 2s.
 	TypingEvery time.Duration
@@ -88,6 +92,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxHistoryPage, 100)
 	def(&c.MaxWatch, 500)
 	def(&c.MaxGroup, 256)
+	def(&c.ReadBuffer, 1024)
 	if c.PresenceHeartbeat <= 0 {
 		c.PresenceHeartbeat = 5 * time.Second
 	}

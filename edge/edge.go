@@ -105,6 +105,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 	e.heads.parts = make([]headEntry, len(h.Queue))
 	e.upgrader = gws.NewUpgrader(&wsHandler{e: e}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxFrame,
+		ReadBufferSize:     cfg.ReadBuffer,
 		CheckUtf8Enabled:   true,
 		HandshakeTimeout:   10 * time.Second,
 		NewSession:         func() gws.SessionStorage { return &sessionSlot{} },
