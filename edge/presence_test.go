@@ -24,7 +24,7 @@ func presencePlatform(t *testing.T, edges int) *platformtest.Platform {
 		Presence: presence.Config{OnlineDelay: onlineDelay, OfflineDelay: offlineDelay, EdgeTimeout: 1500 * time.Millisecond},
 		Edge: edgeConfig(func(c *edgeCfg) {
 			c.PresenceHeartbeat, c.TypingEvery = 300*time.Millisecond, 500*time.Millisecond
-			c.SendRate, c.SendBurst = 1e4, 1e4
+			c.SendRate, c.SendBurst, c.HistoryRate, c.HistoryBurst = 1e4, 1e4, 1e4, 1e4
 		}),
 	})
 }
@@ -119,7 +119,9 @@ func TestFlappingTellsNothing(t *testing.T) {
 	const onlineDelay, offlineDelay = 1500 * time.Millisecond, 1500 * time.Millisecond
 	p := platformtest.Start(t, platformtest.Options{
 		Presence: presence.Config{OnlineDelay: onlineDelay, OfflineDelay: offlineDelay, EdgeTimeout: 5 * time.Second},
-		Edge:     edgeConfig(func(c *edgeCfg) { c.PresenceHeartbeat, c.SendRate, c.SendBurst = 300*time.Millisecond, 1e4, 1e4 }),
+		Edge: edgeConfig(func(c *edgeCfg) {
+			c.PresenceHeartbeat, c.SendRate, c.SendBurst, c.HistoryRate, c.HistoryBurst = 300*time.Millisecond, 1e4, 1e4, 1e4, 1e4
+		}),
 	})
 	befriend(t, p, "vera", "fred")
 	v, vrec := dial(t, p, "vera", []int{0}, dialOpts{})
@@ -281,7 +283,7 @@ func TestConnectCostGrowsWithWatchersNotContacts(t *testing.T) {
 		Presence: presence.Config{OnlineDelay: 300 * time.Millisecond, OfflineDelay: time.Second},
 		Edge: edgeConfig(func(c *edgeCfg) {
 			c.PresenceHeartbeat, c.PresenceSync = time.Hour, time.Hour
-			c.SendRate, c.SendBurst = 1e5, 1e5
+			c.SendRate, c.SendBurst, c.HistoryRate, c.HistoryBurst = 1e5, 1e5, 1e5, 1e5
 		}),
 	})
 	star := "star"
@@ -307,7 +309,7 @@ func TestConnectCostGrowsWithWatchersNotContacts(t *testing.T) {
 			rec.waitPresence(t, star, 1, 5*time.Second)
 			recs = append(recs, rec)
 		}
-		time.Sleep(500 * time.Millisecond) // quiet
+		time.Sleep(2500 * time.Millisecond) // quiet: past the fan-out's summary flush (1 s)
 		before, _ := p.NS.Varz(nil)
 		c, _ := dial(t, p, star, []int{0}, dialOpts{device: fmt.Sprintf("d%d", round)})
 		told := 0

@@ -79,7 +79,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.QueueFrames, "queue-frames", 1024, "frames that may wait for a slow reader before it is closed with 4008")
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "server ping interval on idle connections")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "close a connection silent for this long")
-	fs.IntVar(&c.FanoutShards, "fanout-shards", 32, "queue-writer goroutines of the fan-out")
+	fs.IntVar(&c.FanoutShards, "fanout-shards", 64, "queue-writer goroutines of the fan-out")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Float64Var(&c.HistoryRate, "history-rate", 20, "history and conversation-list reads per second per user")
 	fs.IntVar(&c.HistoryBurst, "history-burst", 40, "burst of history reads per user")

@@ -22,13 +22,15 @@ import (
 
 // Config of the fan-out. The zero value is valid.
 type Config struct {
-	// Shards is the number of queue-writer goroutines. Default 32.
+	// Shards is the number of queue-writer goroutines. Default 64.
 	Shards int
 	// ShardQueue is how many writes wait per shard before the stream readers
 	// block (back-pressure). Default 1024.
 	ShardQueue int
 	// CheckpointEvery is how often the checkpoint of each conversation
-	// stream is saved. Default 200ms.
+	// stream is saved, and the changed conversation summaries with it
+	// (several events of a conversation within it make one summary write).
+	// Default 200ms.
 	CheckpointEvery time.Duration
 	// UserCache is how many users' queue positions are kept in memory. Default 200,000.
 	UserCache int
@@ -40,7 +42,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Shards <= 0 {
-		c.Shards = 32
+		c.Shards = 64
 	}
 	if c.ShardQueue <= 0 {
 		c.ShardQueue = 1024

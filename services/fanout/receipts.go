@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,11 +14,52 @@ import (
 	"messenger/streams"
 )
 
+// watermarks applies receipts to the watermarks bucket, keeping what it
+// wrote in memory (the fan-out is the bucket's writer): a receipt then costs
+// one compare-and-set, not a read and a write. A lost race drops the entry.
 type watermarks struct {
-	kv jetstream.KeyValue
+	kv    jetstream.KeyValue
+	mu    sync.Mutex
+	known map[string]knownMark
 }
 
-func newWatermarks(kv jetstream.KeyValue) *watermarks { return &watermarks{kv: kv} }
+type knownMark struct {
+	w   event.Watermark
+	rev uint64
+}
+
+const maxKnownMarks = 200_000
+
+func newWatermarks(kv jetstream.KeyValue) *watermarks {
+	return &watermarks{kv: kv, known: map[string]knownMark{}}
+}
+
+func (w *watermarks) remember(key string, m event.Watermark, rev uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.known) >= maxKnownMarks {
+		for k := range w.known {
+			delete(w.known, k)
+			if len(w.known) < maxKnownMarks/2 {
+				break
+			}
+		}
+	}
+	w.known[key] = knownMark{m, rev}
+}
+
+func (w *watermarks) forget(key string) {
+	w.mu.Lock()
+	delete(w.known, key)
+	w.mu.Unlock()
+}
+
+func (w *watermarks) recall(key string) (knownMark, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k, ok := w.known[key]
+	return k, ok
+}
 
 // apply raises the member's watermark with a receipt. It reports the status
 // to tell others (read or delivered) and whether to tell anyone at all.
@@ -33,15 +75,19 @@ func (w *watermarks) apply(ctx context.Context, src uint64, r event.Receipt) (st
 		}
 		var cur event.Watermark
 		var rev uint64
-		e, err := w.kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			continue
-		default:
-			rev = e.Revision()
-			if err := json.Unmarshal(e.Value(), &cur); err != nil {
-				return "", false, fmt.Errorf("watermark %s: %w", key, err)
+		if k, ok := w.recall(key); ok {
+			cur, rev = k.w, k.rev
+		} else {
+			e, err := w.kv.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+			case err != nil:
+				continue
+			default:
+				rev = e.Revision()
+				if err := json.Unmarshal(e.Value(), &cur); err != nil {
+					return "", false, fmt.Errorf("watermark %s: %w", key, err)
+				}
 			}
 		}
 		if cur.Src == src {
@@ -63,14 +109,18 @@ func (w *watermarks) apply(ctx context.Context, src uint64, r event.Receipt) (st
 		}
 		next.Src = src
 		val, _ := json.Marshal(next)
+		var newRev uint64
+		var err error
 		if rev == 0 {
-			_, err = w.kv.Create(ctx, key, val)
+			newRev, err = w.kv.Create(ctx, key, val)
 		} else {
-			_, err = w.kv.Update(ctx, key, val, rev)
+			newRev, err = w.kv.Update(ctx, key, val, rev)
 		}
 		if err != nil {
-			continue // another writer won, or a transient error: read again
+			w.forget(key) // another writer won, or a transient error: read again
+			continue
 		}
+		w.remember(key, next, newRev)
 		return status, true, nil
 	}
 }

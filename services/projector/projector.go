@@ -23,7 +23,9 @@ import (
 type Config struct {
 	// BatchSize bounds the events of one insert. Default 5000.
 	BatchSize int
-	// BatchWait bounds how long a batch waits to fill. Default 200ms.
+	// BatchWait bounds how long a batch waits to fill. Default 1s: every
+	// insert makes a ClickHouse part, so fewer, larger inserts cost it far
+	// less CPU (history pages do not wait for the projection).
 	BatchWait time.Duration
 	// MaxTries is how many times an event ClickHouse rejects is tried on its
 	// own before it becomes a dead letter. Default 5.
@@ -37,7 +39,7 @@ func (c Config) withDefaults() Config {
 		c.BatchSize = 5000
 	}
 	if c.BatchWait <= 0 {
-		c.BatchWait = 200 * time.Millisecond
+		c.BatchWait = time.Second
 	}
 	if c.MaxTries <= 0 {
 		c.MaxTries = 5
