@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -52,11 +53,13 @@ type options struct {
 	Pids          string
 	Partitions    int
 	LogLevel      string
+	PlatformArgs  string
 	// bench
 	Workers int
 	JSON    bool
 	Timeout time.Duration
 	Keep    bool
+	Profile string
 	// idle
 	Conns       int
 	Concurrency int
@@ -66,12 +69,14 @@ type options struct {
 	Duration     time.Duration
 	Users        int
 	TextSize     int
+	Receipts     bool
 	Drain        time.Duration
 	MaxStart     float64
 	MaxStep      float64
 	MaxLimit     float64
 	StepDuration time.Duration
 	MaxP99       time.Duration
+	Noise        float64
 	// reconnect
 	Clients   int
 	Senders   int
@@ -89,7 +94,7 @@ type options struct {
 
 func (o *options) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Messenger, "messenger", "", "messenger binary (default: go build ./cmd/messenger into a temporary directory)")
-	fs.StringVar(&o.Start, "start", "all", "all: `messenger all` + extra edges; split: nats, fanout, presence, projector, N edges; none: drive --urls")
+	fs.StringVar(&o.Start, "start", "all", "all: 'messenger all' plus extra edges; split: nats, fanout, presence, projector and N edges; none: drive --urls")
 	fs.IntVar(&o.Edges, "edges", 2, "edges to start (all: the one inside `all` counts)")
 	fs.StringVar(&o.Data, "data", "", "JetStream data directory (default: a fresh temporary one per scenario; history: a loaded one is reused)")
 	fs.StringVar(&o.ClickHouse, "clickhouse", envOr("MESSENGER_CLICKHOUSE", "127.0.0.1:9000"), "ClickHouse native address")
@@ -97,14 +102,16 @@ func (o *options) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ClickHouseDir, "clickhouse-dir", "", "ClickHouse's directory, for its pid and disk use (default: <module>/.clickhouse)")
 	fs.StringVar(&o.URLs, "urls", "", "--start none: comma-separated edge URLs ws://host:port")
 	fs.StringVar(&o.NATS, "nats", "", "--start none: NATS URL (history loading)")
-	fs.StringVar(&o.JWTSecret, "jwt-secret", os.Getenv("MESSENGER_JWT_SECRET"), "--start none: the platform's HS256 secret (default MESSENGER_JWT_SECRET)")
+	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "--start none: the platform's HS256 secret (default: MESSENGER_JWT_SECRET)")
 	fs.StringVar(&o.Pids, "pids", "", "--start none: comma-separated pids of every platform process (memory, CPU)")
 	fs.IntVar(&o.Partitions, "partitions", 4, "stream partitions of the started platform")
 	fs.StringVar(&o.LogLevel, "log-level", "warn", "log level of the started platform")
+	fs.StringVar(&o.PlatformArgs, "platform-args", "", "more flags for every started platform process, space-separated (e.g. \"--fanout-shards 128\")")
 	fs.IntVar(&o.Workers, "workers", 4, "load-generator worker processes")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON document instead of the table")
-	fs.DurationVar(&o.Timeout, "timeout", 0, "bound on each scenario (default: per scenario, see -h)")
+	fs.DurationVar(&o.Timeout, "timeout", 0, "bound on each scenario (default: idle 5m + --hold, direct 8m + --duration, max 30m, reconnect 5m + --before + --catch-up-by, history 30m + --load-timeout)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary directory (logs, data)")
+	fs.StringVar(&o.Profile, "profile", "", "save Go profiles of the platform processes into this directory (starts them with --pprof): CPU while direct sends and during the reconnect storm, heap after the idle hold")
 
 	fs.IntVar(&o.Conns, "conns", 20000, "idle: connections")
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "idle, reconnect: connects in flight per worker")
@@ -114,11 +121,13 @@ func (o *options) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Duration, "duration", 60*time.Second, "direct: how long to send")
 	fs.IntVar(&o.Users, "users", 2000, "direct, max: users (in pairs, the two of a pair on different edges, both sending)")
 	fs.IntVar(&o.TextSize, "text-size", 40, "bytes of text per message")
+	fs.BoolVar(&o.Receipts, "receipts", true, "direct, max: recipients send delivered receipts as the Go client does (--receipts=false: none)")
 	fs.DurationVar(&o.Drain, "drain", 10*time.Second, "direct, max: stop waiting for deliveries when none came for this long (at most 3 min); reconnect: wait at most this long")
 	fs.Float64Var(&o.MaxStart, "max-start", 1000, "max: first rate")
 	fs.Float64Var(&o.MaxStep, "max-step", 1000, "max: rate added at each step")
 	fs.Float64Var(&o.MaxLimit, "max-limit", 40000, "max: highest rate tried")
 	fs.DurationVar(&o.StepDuration, "step-duration", 15*time.Second, "max: duration of each step")
+	fs.Float64Var(&o.Noise, "noise", 0.2, "max: a failing step is run again (twice at most) when other processes used more than this many cores meanwhile")
 	fs.DurationVar(&o.MaxP99, "max-p99", 50*time.Millisecond, "max: a step passes with p99 end to end at most this and no error or loss")
 
 	fs.IntVar(&o.Clients, "clients", 10000, "reconnect: clients that drop and reconnect")
@@ -310,6 +319,9 @@ func run(args []string) error {
 	}
 	if o.Start == "none" {
 		if o.JWTSecret == "" {
+			o.JWTSecret = os.Getenv("MESSENGER_JWT_SECRET")
+		}
+		if o.JWTSecret == "" {
 			return errors.New("--start none needs --jwt-secret (or MESSENGER_JWT_SECRET)")
 		}
 		b.secret = o.JWTSecret
@@ -332,7 +344,7 @@ func run(args []string) error {
 		return err
 	}
 
-	rep := &report{Machine: machineFacts(), Command: b.command}
+	rep := &report{Machine: machineFacts(), Command: b.command, Platform: platformRev(b)}
 	for _, s := range scen {
 		if ctx.Err() != nil {
 			break
@@ -380,6 +392,25 @@ func run(args []string) error {
 		}
 	}
 	return nil
+}
+
+// platformRev says which platform is measured: the module's commit (and
+// whether the tree had changes) for a binary the bench built.
+func platformRev(b *bench) string {
+	switch {
+	case b.opt.Start == "none":
+		return "external: " + b.opt.URLs
+	case b.opt.Messenger != "":
+		return "binary " + b.opt.Messenger
+	}
+	if b.root == "" {
+		return "built here"
+	}
+	out, err := exec.Command("git", "-C", b.root, "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return "built from " + b.root
+	}
+	return "built from commit " + strings.TrimSpace(string(out))
 }
 
 func randomID(n int) string {

@@ -224,6 +224,10 @@ func (b *bench) startPlatform(ctx context.Context, spec platformSpec) (pl *platf
 		"--partitions", strconv.Itoa(b.opt.Partitions),
 		"--shutdown-timeout", "5s",
 	}
+	if b.opt.Profile != "" {
+		common = append(common, "--pprof")
+	}
+	common = append(common, strings.Fields(b.opt.PlatformArgs)...)
 	withCH := []string{"--clickhouse", b.opt.ClickHouse, "--clickhouse-db", spec.chDB}
 	start := func(name, role string, args ...string) (*proc, error) {
 		addr, err := freeAddr()

@@ -14,9 +14,10 @@ import (
 
 // report is everything one invocation measured.
 type report struct {
-	Machine machine   `json:"machine"`
-	Command string    `json:"command"`
-	Results []*result `json:"results"`
+	Machine  machine   `json:"machine"`
+	Command  string    `json:"command"`
+	Platform string    `json:"platform"`
+	Results  []*result `json:"results"`
 }
 
 // result is one scenario's figures.
@@ -91,6 +92,7 @@ type stepFigure struct {
 	PlatformCPU float64          `json:"platform_cpu_us_per_msg"`
 	LoadCPU     float64          `json:"load_cpu_us_per_msg"`
 	MarginalCPU float64          `json:"platform_marginal_cpu_us_per_msg"`
+	OtherCPU    float64          `json:"other_cpu_pct"`
 	Pass        bool             `json:"pass"`
 }
 
@@ -142,6 +144,21 @@ func procFigures(ps []watched, before, after procSnap) []procFigure {
 		out = append(out, f)
 	}
 	return out
+}
+
+// otherCPU is the CPU (in cores) the machine spent outside the watched
+// processes between two snapshots: other people's work, the kernel.
+func otherCPU(before, after procSnap, fs []procFigure) float64 {
+	b, a := before[boxKey], after[boxKey]
+	d := a.At.Sub(b.At).Seconds()
+	if !b.OK || !a.OK || d <= 0 {
+		return 0
+	}
+	var ours float64
+	for _, f := range fs {
+		ours += f.CPUSeconds
+	}
+	return max(0, (a.CPU-b.CPU-ours)/d)
 }
 
 // sumCPU adds the CPU seconds of the processes of one role.
@@ -199,7 +216,7 @@ var printedHeader bool
 func printResult(w io.Writer, rep *report, r *result) {
 	if !printedHeader {
 		m := rep.Machine
-		fmt.Fprintf(w, "machine: %d cores (%s), %s memory, kernel %s, %s; %s\n", m.Cores, m.CPU, fmtBytes(float64(m.MemBytes)), m.Kernel, m.Go, m.Date)
+		fmt.Fprintf(w, "machine: %d cores (%s), %s memory, kernel %s, %s; %s\nplatform: %s\n", m.Cores, m.CPU, fmtBytes(float64(m.MemBytes)), m.Kernel, m.Go, m.Date, rep.Platform)
 		printedHeader = true
 	}
 	fmt.Fprintf(w, "\n== %s  (--start %s, %.0f s)\n", r.Scenario, r.Start, r.Seconds)
@@ -208,18 +225,26 @@ func printResult(w io.Writer, rep *report, r *result) {
 		fmt.Fprintf(w, "   ERROR: %s\n", r.Error)
 	}
 	tw := &table{}
+	var long []figure
 	for _, f := range r.Figures {
+		if f.Unit == "text" && len(f.Text) > 40 {
+			long = append(long, f)
+			continue
+		}
 		tw.row(f.Label, fmtValue(f))
 	}
 	tw.print(w, "   ")
+	for _, f := range long {
+		fmt.Fprintf(w, "   %s: %s\n", f.Label, f.Text)
+	}
 	if len(r.Steps) > 0 {
 		fmt.Fprintln(w)
 		st := &table{}
-		st.row("rate/s", "delivered/s", "sent", "lost", "errors", "retried", "ack p99", "e2e p50", "e2e p99", "e2e p99.9", "e2e max", "platform µs/msg", "load µs/msg", "pass")
+		st.row("rate/s", "delivered/s", "sent", "lost", "errors", "retried", "ack p99", "e2e p50", "e2e p99", "e2e p99.9", "e2e max", "platform µs/msg", "load µs/msg", "others' CPU", "pass")
 		for _, s := range r.Steps {
 			st.row(fmtNum(s.Rate), fmtNum(s.DeliveredPS), fmtNum(float64(s.Sent)), fmtNum(float64(s.Lost)), fmtErrors(s.Errors), fmtErrors(s.Retries),
 				fmtMs(s.AckP99), fmtMs(s.E2EP50), fmtMs(s.E2EP99), fmtMs(s.E2EP999), fmtMs(s.E2EMax),
-				fmt.Sprintf("%.0f", s.PlatformCPU), fmt.Sprintf("%.0f", s.LoadCPU), map[bool]string{true: "yes", false: "no"}[s.Pass])
+				fmt.Sprintf("%.0f", s.PlatformCPU), fmt.Sprintf("%.0f", s.LoadCPU), fmt.Sprintf("%.0f %%", s.OtherCPU), map[bool]string{true: "yes", false: "no"}[s.Pass])
 		}
 		st.print(w, "   ")
 	}

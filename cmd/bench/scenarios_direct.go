@@ -46,7 +46,7 @@ func (b *bench) directSetup(ctx context.Context, scenario string) (*directEnv, f
 		return fmt.Sprintf("clients %s/%s", fmtNum(float64(p.Clients)), fmtNum(float64(d.users)))
 	})
 	reps, err := callAll[connectReply](ctx, e.ws, "connect", func(i int) any {
-		return connectArgs{Users: users[i], Concurrency: 32, AutoDelivered: true}
+		return connectArgs{Users: users[i], Concurrency: 32, AutoDelivered: o.Receipts}
 	})
 	if err != nil {
 		return nil, cleanup, err
@@ -90,7 +90,9 @@ type rateRun struct {
 	procs                    []procFigure
 	platformCPU, loadCPU, ch float64 // µs per delivered message
 	marginalCPU              float64 // platform µs per delivered message above its idle CPU
+	otherCPU                 float64 // cores used by processes outside the bench and the platform
 	windowSecs               float64 // of the CPU samples
+	profiles                 []string
 }
 
 // runRate sends at rate for dur (or perRoute messages on every route when
@@ -111,6 +113,10 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 			fmtNum(float64(p.Sent)), fmtNum(float64(p.Acked)), fmtNum(float64(p.Delivered)), fmtNum(float64(p.Errors)), fmtNum(meter.rate(p.Delivered)))
 	})
 	before := snapshot(d.procs, true)
+	var profiles func() []string
+	if tag == "d" {
+		profiles = b.profileCPU(ctx, d.pl, "direct", int(min(dur, 30*time.Second).Seconds()))
+	}
 	_, err := callAll[sendReply](ctx, d.ws, "send", func(i int) any {
 		share := float64(len(d.routes[i])) / float64(d.totalRoutes)
 		return sendArgs{
@@ -154,6 +160,9 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 		return nil, err
 	}
 	r := &rateRun{rate: rate, duration: dur, errors: map[string]int64{}, retries: map[string]int64{}}
+	if profiles != nil {
+		r.profiles = profiles()
+	}
 	var acks, e2es []histData
 	var lastDelivery int64
 	for _, s := range stats {
@@ -178,6 +187,7 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 		r.deliveredPerSec = float64(r.delivered) / r.window.Seconds()
 	}
 	r.procs = procFigures(d.procs, before, after)
+	r.otherCPU = otherCPU(before, after, r.procs)
 	if r.delivered > 0 {
 		n := float64(r.delivered)
 		r.platformCPU = 1e6 * sumCPU(r.procs, "platform") / n
@@ -203,7 +213,7 @@ func (r *rateRun) step() stepFigure {
 		Rate: r.rate, DeliveredPS: r.deliveredPerSec, Sent: r.sent, Acked: r.acked, Delivered: r.delivered, Lost: r.lost,
 		Errors: r.errors, Retries: r.retries, AckP50: r.ack.Quantile(0.5), AckP99: r.ack.Quantile(0.99),
 		E2EP50: r.e2e.Quantile(0.5), E2EP99: r.e2e.Quantile(0.99), E2EP999: r.e2e.Quantile(0.999), E2EMax: r.e2e.MaxMs(),
-		PlatformCPU: r.platformCPU, LoadCPU: r.loadCPU, MarginalCPU: r.marginalCPU,
+		PlatformCPU: r.platformCPU, LoadCPU: r.loadCPU, MarginalCPU: r.marginalCPU, OtherCPU: 100 * r.otherCPU,
 	}
 }
 
@@ -231,6 +241,7 @@ func (r *rateRun) figures(res *result) {
 	res.add("platform_cpu_marginal", "  of which above the platform's idle CPU", r.marginalCPU, "us")
 	res.add("clickhouse_cpu_per_msg", "ClickHouse server CPU per delivered message", r.ch, "us")
 	res.add("load_cpu_per_msg", "load generator CPU per delivered message", r.loadCPU, "us")
+	res.add("other_cpu", "CPU of other processes on the box (noise, % of one core)", 100*r.otherCPU, "pct")
 	// What a delivered message costs the platform, from its own counters.
 	if r.delivered > 0 {
 		n := float64(r.delivered)
@@ -247,8 +258,14 @@ func (r *rateRun) figures(res *result) {
 		per("gaps_per_msg", "  live gaps per message", "messenger_edge_live_gaps_total")
 		per("seq_conflicts_per_msg", "  seq conflicts per message", "messenger_edge_seq_conflicts_total")
 		per("projected_per_msg", "  events projected into ClickHouse per message", "messenger_projector_events_total")
+		if c := counterSum(r.procs, "messenger_fanout_queue_write_seconds_count"); c > 0 {
+			res.add("queue_write_ms", "  fan-out: mean time to store one queue entry", 1000*counterSum(r.procs, "messenger_fanout_queue_write_seconds_sum")/c, "ms")
+		}
 	}
 	res.Processes = r.procs
+	for _, f := range r.profiles {
+		res.note("CPU profile: go tool pprof -top %s", f)
+	}
 }
 
 // direct: pairs on different edges at a fixed total rate.
@@ -272,7 +289,11 @@ func (b *bench) direct(ctx context.Context, res *result) error {
 	}
 	res.target("nothing lost", "0", fmtNum(float64(r.lost)), r.lost == 0)
 	res.target("platform CPU per delivered message", "≤ 100 µs", fmt.Sprintf("%.0f µs", r.platformCPU), r.platformCPU <= 100)
-	res.note("platform processes: %s; the projector runs; recipients send delivered receipts as the Go client does (AutoDelivered: at most one per conversation per 50 ms)", d.platformNames())
+	if o.Receipts {
+		res.note("platform processes: %s; the projector runs; recipients send delivered receipts as the Go client does (AutoDelivered: at most one per conversation per 50 ms)", d.platformNames())
+	} else {
+		res.note("platform processes: %s; the projector runs; NO receipts (--receipts=false)", d.platformNames())
+	}
 	res.note("latencies are measured from each send's scheduled time (open loop): a stall of the sender or the platform shows in them")
 	return nil
 }
@@ -289,19 +310,27 @@ func (b *bench) max(ctx context.Context, res *result) error {
 	var best *rateRun
 	var failAt float64
 	k := 0
+	// A step that fails while other processes on the box used more than
+	// --noise of a core is run again (twice at most): on a shared machine
+	// someone else's burst is not the platform's limit.
 	try := func(rate float64) (*rateRun, error) {
-		k++
-		r, err := b.runRate(ctx, d, fmt.Sprintf("max: %s msg/s", fmtNum(rate)), "s"+strconv.Itoa(k), rate, o.StepDuration, 0)
-		if err != nil {
-			return nil, err
+		for attempt := 0; ; attempt++ {
+			k++
+			r, err := b.runRate(ctx, d, fmt.Sprintf("max: %s msg/s", fmtNum(rate)), "s"+strconv.Itoa(k), rate, o.StepDuration, 0)
+			if err != nil {
+				return nil, err
+			}
+			s := r.step()
+			s.Pass = r.pass(o.MaxP99)
+			res.Steps = append(res.Steps, s)
+			b.logf("max: %s msg/s: delivered %s/s, e2e p99 %s, lost %d, errors %s, others' CPU %.0f %%: %s", fmtNum(rate), fmtNum(r.deliveredPerSec), fmtMs(s.E2EP99), r.lost, fmtErrors(r.errors), 100*r.otherCPU, map[bool]string{true: "pass", false: "fail"}[s.Pass])
+			// Let receipts, the projector and the fan-out settle between steps.
+			_ = sleepCtx(ctx, 3*time.Second)
+			if s.Pass || r.otherCPU <= o.Noise || attempt >= 2 || ctx.Err() != nil {
+				return r, nil
+			}
+			b.logf("max: others used %.0f %% of a core during the step: running it again", 100*r.otherCPU)
 		}
-		s := r.step()
-		s.Pass = r.pass(o.MaxP99)
-		res.Steps = append(res.Steps, s)
-		b.logf("max: %s msg/s: delivered %s/s, e2e p99 %s, lost %d, errors %s: %s", fmtNum(rate), fmtNum(r.deliveredPerSec), fmtMs(s.E2EP99), r.lost, fmtErrors(r.errors), map[bool]string{true: "pass", false: "fail"}[s.Pass])
-		// Let receipts, the projector and the fan-out settle between steps.
-		_ = sleepCtx(ctx, 3*time.Second)
-		return r, nil
 	}
 	// Up by --max-step until a step fails (down by halves if the first
 	// does), then two bisections between the last pass and the first failure.

@@ -176,17 +176,29 @@ func (b *bench) history(ctx context.Context, res *result) error {
 			}
 		}
 	}
-	var chRows uint64
+	var chRows, chParts uint64
 	if conn, err := b.clickhouseConn(ctx); err == nil {
 		_ = conn.QueryRow(ctx, "SELECT count() FROM "+db+".messages").Scan(&chRows)
+		_ = conn.QueryRow(ctx, "SELECT count() FROM system.parts WHERE database = ? AND table = 'messages' AND active", db).Scan(&chParts)
 		conn.Close()
 	}
 
+	psBefore := snapshot(e.procs, false)
 	lat, errs, wrong, err := b.readPages(ctx, e.pl.edgeHTTP, mk)
 	if err != nil {
 		return err
 	}
+	psAfter := snapshot(e.procs, false)
+	res.Processes = procFigures(e.procs, psBefore, psAfter)
+	res.add("other_cpu", "CPU of other processes on the box while pages were read (noise, % of one core)", 100*otherCPU(psBefore, psAfter, res.Processes), "pct")
 	d := lat.Snapshot()
+	// The same pages asked of ClickHouse alone, with the platform's query:
+	// what the store takes, and so what the edge adds.
+	chLat, err := b.clickhousePages(ctx, db, mk, min(o.Pages, 1000))
+	if err != nil {
+		return err
+	}
+	cd := chLat.Snapshot()
 	jsDisk := duBytes(data)
 	chDisk := int64(0)
 	if o.ClickHouseDir != "" {
@@ -220,6 +232,9 @@ func (b *bench) history(ctx context.Context, res *result) error {
 	res.add("page_p99", "page latency p99", d.Quantile(0.99), "ms")
 	res.add("page_p999", "page latency p99.9", d.Quantile(0.999), "ms")
 	res.add("page_max", "page latency max", d.MaxMs(), "ms")
+	res.add("ch_parts", "active parts of the ClickHouse messages table", float64(chParts), "count")
+	res.add("ch_p50", "the same query on ClickHouse alone, p50", cd.Quantile(0.5), "ms")
+	res.add("ch_p99", "the same query on ClickHouse alone, p99", cd.Quantile(0.99), "ms")
 	res.target(fmt.Sprintf("history p99 per page at %s messages", fmtNum(float64(mk.Messages))), "≤ 20 ms", fmtMs(d.Quantile(0.99)), d.Quantile(0.99) <= 20 && errs == 0 && wrong == 0)
 	res.note("GET /v1/conversations/{conv}/messages?before=N&limit=50 as a member, N uniform in [2, depth+1], %d in flight, over %d edge(s); each page checked (seqs N-50..N-1)", o.PageConcurrency, len(e.pl.edgeHTTP))
 	res.Extra = map[string]any{"data": data, "db": db}
@@ -434,6 +449,40 @@ func (b *bench) waitProjected(ctx context.Context, js jetstream.JetStream, want 
 			return fmt.Errorf("waiting for the projection: %w", err)
 		}
 	}
+}
+
+// clickhousePages runs n of the platform's page queries (services/history:
+// SELECT ... FROM messages FINAL WHERE conv = ? AND seq BETWEEN, ORDER BY seq)
+// straight on ClickHouse, sequentially.
+func (b *bench) clickhousePages(ctx context.Context, db string, mk *historyMarker, n int) (*hist, error) {
+	conn, err := b.clickhouseConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	lat := &hist{}
+	b.prog.set("history: ClickHouse alone", 0, func() string {
+		d := lat.Snapshot()
+		return fmt.Sprintf("queries %s/%s  p50 %s  p99 %s", fmtNum(float64(d.N)), fmtNum(float64(n)), fmtMs(d.Quantile(0.5)), fmtMs(d.Quantile(0.99)))
+	})
+	q := "SELECT seq, ts, sender, id, kind, text, title, user, members, recipient, stream_seq FROM " + db +
+		".messages FINAL WHERE conv = ? AND seq >= ? AND seq <= ? ORDER BY seq"
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		c := rand.IntN(mk.Convs)
+		a, bb := histUsers(c)
+		before := 2 + rand.IntN(mk.Depth)
+		lo, hi := max(1, before-50), before-1
+		t := time.Now()
+		rows, err := conn.Query(ctx, q, directConv(a, bb), uint64(lo-1), uint64(hi))
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse page: %w", err)
+		}
+		for rows.Next() {
+		}
+		rows.Close()
+		lat.Record(time.Since(t))
+	}
+	return lat, ctx.Err()
 }
 
 // readPages reads --pages pages at random conversations and depths, as a

@@ -87,11 +87,15 @@ func (b *bench) idle(ctx context.Context, res *result) error {
 	}
 	after := snapshot(e.procs, true)
 	up := progressAll(e.ws).RawUp
+	for _, f := range b.profileHeap(ctx, e.pl, "idle") {
+		res.note("heap profile: go tool pprof -sample_index=inuse_space -top %s", f)
+	}
 	if err := e.pl.died(); err != nil {
 		return err
 	}
 
 	res.Processes = procFigures(e.procs, before, after)
+	res.add("other_cpu", "CPU of other processes on the box (noise, % of one core)", 100*otherCPU(before, after, res.Processes), "pct")
 	var growth, heap, stack, gor float64
 	for _, p := range res.Processes {
 		if p.Role == "platform" {

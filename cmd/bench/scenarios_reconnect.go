@@ -73,7 +73,7 @@ func (b *bench) reconnect(ctx context.Context, res *result) error {
 			phase, fmtNum(float64(p.RawUp)), fmtNum(float64(o.Clients)), fmtNum(float64(p.Reconnects)),
 			fmtNum(float64(p.Sent)), fmtNum(float64(p.RawMsgs)), fmtNum(meter.rate(p.RawMsgs)))
 	})
-	before := snapshot(e.procs, false)
+	before := snapshot(e.procs, true)
 	sendDone := make(chan error, 1)
 	go func() {
 		_, err := callAll[sendReply](ctx, e.ws, "send", func(i int) any {
@@ -85,6 +85,15 @@ func (b *bench) reconnect(ctx context.Context, res *result) error {
 			}
 		})
 		sendDone <- err
+	}()
+	profDone := make(chan []string, 1)
+	go func() {
+		// A CPU profile of the storm: from the drop, over the spread and 5 s more.
+		var files []string
+		if sleepCtx(ctx, time.Until(time.Unix(0, dropAt))) == nil {
+			files = b.profileCPU(ctx, e.pl, "reconnect", int((o.Spread + 5*time.Second).Seconds()))()
+		}
+		profDone <- files
 	}()
 	if _, err := callAll[struct{}](ctx, e.ws, "drop", func(int) any {
 		return dropArgs{At: dropAt, Spread: int64(o.Spread), Deadline: dropAt + int64(o.CatchUpBy) + int64(o.Drain)}
@@ -105,7 +114,7 @@ func (b *bench) reconnect(ctx context.Context, res *result) error {
 			return err
 		}
 	}
-	after := snapshot(e.procs, false)
+	after := snapshot(e.procs, true)
 	if err := e.pl.died(); err != nil {
 		return err
 	}
@@ -197,6 +206,7 @@ func (b *bench) reconnect(ctx context.Context, res *result) error {
 	}
 	cu, ha := catchUp.Snapshot(), helloAfterDrop.Snapshot()
 	res.Processes = procFigures(e.procs, before, after)
+	res.add("other_cpu", "CPU of other processes on the box (noise, % of one core)", 100*otherCPU(before, after, res.Processes), "pct")
 	res.add("clients", "clients", float64(o.Clients), "count")
 	res.add("senders", "senders (Go client)", float64(S), "count")
 	res.add("edges", "edges", float64(E), "count")
@@ -228,6 +238,13 @@ func (b *bench) reconnect(ctx context.Context, res *result) error {
 	res.target(fmt.Sprintf("%s clients caught up (reconnects spread over %v)", fmtNum(float64(o.Clients)), o.Spread), "≤ 10 s after the drop",
 		map[bool]string{true: "never", false: fmt.Sprintf("%.2f s", all)}[math.IsInf(all, 1)], all <= 10)
 	res.target("nothing missing", "0", fmtNum(float64(missing)), missing == 0 && notBack == 0)
+	select {
+	case files := <-profDone:
+		for _, f := range files {
+			res.note("CPU profile: go tool pprof -top %s", f)
+		}
+	case <-time.After(30 * time.Second):
+	}
 	res.note("clients are raw WebSockets from 127.0.0.2-127.0.0.%d; they send no receipts; senders (Go client) stay connected", 1+W)
 	res.note("sockets closed without a close frame at %v, reconnect waits uniform in [0, %v), messages at %s/s throughout (%v before, %v after the drop)", o.Before, o.Spread, fmtNum(o.FlowRate), o.Before, o.CatchUpBy)
 	return nil
