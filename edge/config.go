@@ -62,9 +62,8 @@ type Config struct {
 	MaxWatch int
 	// MaxGroup bounds a group's members. Default 256.
 	MaxGroup int
-	// ReadBuffer is each WebSocket connection's read buffer in bytes: most
-	// of an idle connection's memory. Larger frames are still read whole,
-	// in more system calls. Default 1024.
+	// ReadBuffer is each WebSocket connection's read buffer in bytes. Larger
+	// frames are still read whole, in more system calls. Default 1024.
 	ReadBuffer int
 	// TypingEvery: at most one typing event per user and conversation per
 	// this interval. Default 2s.
