@@ -36,7 +36,10 @@ var ErrDirectGet = errors.New("streams: direct get failed")
 func ReadAfter(ctx context.Context, nc *nats.Conn, stream, subject string, after uint64, max int) (msgs []StoredMsg, more bool, err error) {
 	req, _ := json.Marshal(directGetRequest{Seq: after + 1, NextBySubj: subject, Batch: max, MaxBytes: 1 << 20})
 	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	// A channel sized for the answer: SubscribeSync would allocate one of
+	// 65,536 slots (512 KiB) on every read.
+	ch := make(chan *nats.Msg, max+2)
+	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, false, fmt.Errorf("streams: read %s: subscribe: %w", subject, err)
 	}
@@ -45,7 +48,7 @@ func ReadAfter(ctx context.Context, nc *nats.Conn, stream, subject string, after
 		return nil, false, fmt.Errorf("streams: read %s: request: %w", subject, err)
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := next(ctx, ch)
 		if err != nil {
 			return msgs, false, fmt.Errorf("streams: read %s after %d: %w", subject, after, err)
 		}
@@ -82,7 +85,8 @@ func ReadLastOf(ctx context.Context, nc *nats.Conn, stream string, subjects_ []s
 	}
 	req, _ := json.Marshal(multiLastRequest{MultiLast: subjects_, Batch: len(subjects_)})
 	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	ch := make(chan *nats.Msg, len(subjects_)+2)
+	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, fmt.Errorf("streams: read last of %s: %w", stream, err)
 	}
@@ -91,7 +95,7 @@ func ReadLastOf(ctx context.Context, nc *nats.Conn, stream string, subjects_ []s
 		return nil, fmt.Errorf("streams: read last of %s: %w", stream, err)
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := next(ctx, ch)
 		if err != nil {
 			return out, fmt.Errorf("streams: read last of %s: %w", stream, err)
 		}
@@ -103,5 +107,15 @@ func ReadLastOf(ctx context.Context, nc *nats.Conn, stream string, subjects_ []s
 		default:
 			return out, fmt.Errorf("%w: %s %s: %s", ErrDirectGet, stream, status, m.Header.Get("Description"))
 		}
+	}
+}
+
+// next waits for the next answer of a direct get.
+func next(ctx context.Context, ch <-chan *nats.Msg) (*nats.Msg, error) {
+	select {
+	case m := <-ch:
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
