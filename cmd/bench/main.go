@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"messenger/edge/auth"
+	"messenger/infra/flagenv"
 )
 
 type options struct {
@@ -181,7 +182,7 @@ scenarios (each bounded by --timeout and stopping by itself):
   max        the highest rate with p99 end to end under --max-p99 and no error
   reconnect  N clients drop and reconnect with their cursor while messages flow
   history    page latency once ClickHouse holds --messages messages
-  (group: not yet; groups are not in the platform)
+  (group: not in this tool yet; the in-process BenchmarkGroupDelivery256 measures it)
 
 flags (each also BENCH_<FLAG>, upper case, - as _):
 `
@@ -237,21 +238,7 @@ func parseArgs(args []string) (*options, []string, error) {
 		scen = append(scen, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
-			return
-		}
-		env := "BENCH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", env, v, e)
-			}
-		}
-	})
-	if err != nil {
+	if _, err := flagenv.Fill(fs, "BENCH"); err != nil {
 		return nil, nil, err
 	}
 	if len(scen) == 0 {
@@ -265,7 +252,7 @@ func parseArgs(args []string) (*options, []string, error) {
 			ok = ok || s == n
 		}
 		if s == "group" {
-			return nil, nil, errors.New("group: groups are not in the platform yet; the groups issue adds this scenario")
+			return nil, nil, errors.New("group: not in this tool yet; run go test -run ^$ -bench GroupDelivery256 ./edge/")
 		}
 		if !ok {
 			return nil, nil, fmt.Errorf("unknown scenario %q (%s)", s, strings.Join(scenarioNames, ", "))

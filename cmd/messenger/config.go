@@ -2,10 +2,10 @@ package main
 
 import (
 	"flag"
-	"fmt"
-	"os"
 	"strings"
 	"time"
+
+	"messenger/infra/flagenv"
 )
 
 // config is every setting of every role. Each has a flag and an
@@ -95,32 +95,14 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.TypingEvery, "typing-every", 2*time.Second, "at most one typing event per user and conversation per this interval")
 }
 
-// envName is the environment variable of a flag.
-func envName(flagName string) string {
-	return "MESSENGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
 // parse reads args, then fills every flag not given from its environment
 // variable; cfg learns which flags were given either way.
 func parse(fs *flag.FlagSet, args []string, cfg *config) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
-			return
-		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
-			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
-			}
-			set[f.Name] = true
-		}
-	})
-	cfg.explicit = set
+	cfg.explicit, err = flagenv.Fill(fs, "MESSENGER")
 	return err
 }
 
