@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -36,6 +37,11 @@ type Config struct {
 	// other users once OnEvent has returned, at most one per conversation per
 	// 50 ms, with the highest seq.
 	AutoDelivered bool
+	// Dialer, optional, opens the TCP connections, for instance from a chosen
+	// source address (Dialer.LocalAddr). Its context is the one of Dial (or
+	// of the client, on reconnects) bounded by the 10 s handshake timeout.
+	// Nil uses a plain net.Dialer.
+	Dialer *net.Dialer
 	// ReconnectMin and ReconnectMax bound the reconnect backoff (with
 	// jitter); zero means 100 ms and 5 s.
 	ReconnectMin, ReconnectMax time.Duration

@@ -3,9 +3,13 @@ package client_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"messenger/client"
 )
@@ -61,4 +65,33 @@ func TestStateString(t *testing.T) {
 			t.Errorf("%d.String() = %q, want %q", s, s.String(), want)
 		}
 	}
+}
+
+// TestDialer: connections, the first and the reconnects, are dialed with
+// Config.Dialer, from its source address.
+func TestDialer(t *testing.T) {
+	s := newFakeServer(t)
+	var dials atomic.Int32
+	d := &net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)},
+		Control:   func(string, string, syscall.RawConn) error { dials.Add(1); return nil },
+	}
+	c := dial(t, client.Config{URLs: []string{s.listen()}, Dialer: d})
+	s.closeAll(1001)
+	waitFor(t, 5*time.Second, func() error {
+		if c.Hello().User == "" || dials.Load() < 2 {
+			return fmt.Errorf("%d dials", dials.Load())
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.remotes) < 2 {
+			return fmt.Errorf("%d connections", len(s.remotes))
+		}
+		for _, r := range s.remotes {
+			if host, _, _ := net.SplitHostPort(r); host != "127.0.0.2" {
+				return fmt.Errorf("a connection from %s, want 127.0.0.2", r)
+			}
+		}
+		return nil
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -90,6 +91,21 @@ func endpoint(base, device, cursor string) (string, error) {
 	return u.String(), nil
 }
 
+// ctxDialer adapts a *net.Dialer (nil: the zero one) to gws's Dialer,
+// which has no context: the dial stops when ctx ends.
+type ctxDialer struct {
+	d   *net.Dialer
+	ctx context.Context
+}
+
+func (d ctxDialer) Dial(network, addr string) (net.Conn, error) {
+	if d.d == nil {
+		var zero net.Dialer
+		return zero.DialContext(d.ctx, network, addr)
+	}
+	return d.d.DialContext(d.ctx, network, addr)
+}
+
 // connect opens a connection to base, resuming from the saved cursor, waits
 // for its hello and makes it the current one (resending what is pending).
 func (c *Client) connect(ctx context.Context, base string) (*conn, error) {
@@ -120,11 +136,14 @@ func (c *Client) connect(ctx context.Context, base string) (*conn, error) {
 		err  error
 	}
 	done := make(chan result, 1)
+	dialCtx, cancelDial := context.WithTimeout(ctx, handshakeTimeout)
 	go func() {
+		defer cancelDial()
 		ws, resp, err := gws.NewClient(cn, &gws.ClientOption{
 			Addr:             addr,
 			RequestHeader:    header,
 			HandshakeTimeout: handshakeTimeout,
+			NewDialer:        func() (gws.Dialer, error) { return ctxDialer{c.cfg.Dialer, dialCtx}, nil },
 		})
 		done <- result{ws, resp, err}
 	}()

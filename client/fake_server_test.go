@@ -31,6 +31,7 @@ type fakeServer struct {
 	conns    map[*gws.Conn]string        // socket -> user
 	connects []url.Values                // query of each accepted connection, in order
 	hosts    []string                    // server host of each accepted connection
+	remotes  []string                    // client address of each accepted connection
 	frames   []map[string]any            // every client frame, in order
 	// onFrame, if set, sees each client frame first; it returns true when it
 	// has handled the frame. It runs under mu.
@@ -79,6 +80,7 @@ func (s *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	q := s.queues[user]
 	s.connects = append(s.connects, r.URL.Query())
 	s.hosts = append(s.hosts, r.Host)
+	s.remotes = append(s.remotes, r.RemoteAddr)
 	s.write(socket, map[string]any{"type": "hello", "proto": 1, "user": user, "cursor": fmt.Sprintf("%s:%d", user, len(q))})
 	if c := r.URL.Query().Get("cursor"); c != "" {
 		if n, ok := s.parseCursor(user, c); ok {

@@ -15,7 +15,8 @@
 // processes), a fresh one for each scenario, and stops it at the end. With
 // --start none it drives --urls and reads the memory and CPU of --pids.
 // Users are spread over worker processes (`bench worker`, the same binary),
-// each dialing raw connections from its own source address 127.0.0.(2+i).
+// each dialing every connection (raw or Go client) from its own source
+// address 127.0.0.(2+i).
 // A progress line is drawn on stderr; the results are a table on stdout,
 // or one JSON document with --json. Every flag also reads BENCH_<FLAG>.
 package main

@@ -66,6 +66,11 @@ func (e *env) platformNames() string {
 	return strings.Join(n, ", ")
 }
 
+// dialNote says where the users' connections come from.
+func (e *env) dialNote() string {
+	return fmt.Sprintf("users: Go clients in %d workers, worker i dialing from 127.0.0.(2+i) (127.0.0.2-127.0.0.%d)", len(e.ws), 1+len(e.ws))
+}
+
 // progressAll sums the workers' progress counters (best effort, 2 s).
 func progressAll(ws []*workerProc) progressReply {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

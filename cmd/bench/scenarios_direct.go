@@ -295,6 +295,7 @@ func (b *bench) direct(ctx context.Context, res *result) error {
 		res.note("platform processes: %s; the projector runs; NO receipts (--receipts=false)", d.platformNames())
 	}
 	res.note("latencies are measured from each send's scheduled time (open loop): a stall of the sender or the platform shows in them")
+	res.note("%s", d.dialNote())
 	return nil
 }
 
@@ -391,5 +392,6 @@ func (b *bench) max(ctx context.Context, res *result) error {
 	res.Processes = best.procs
 	res.target("max: delivered with p99 < 50 ms, load generator included", "≥ 10,000 msg/s", fmtNum(best.deliveredPerSec)+" /s", best.deliveredPerSec >= 10000 && o.MaxP99 <= 50*time.Millisecond)
 	res.note("processes: the CPU of the highest passing step; platform: %s", d.platformNames())
+	res.note("%s", d.dialNote())
 	return nil
 }

@@ -245,7 +245,7 @@ func (b *bench) reconnect(ctx context.Context, res *result) error {
 		}
 	case <-time.After(30 * time.Second):
 	}
-	res.note("clients are raw WebSockets from 127.0.0.2-127.0.0.%d; they send no receipts; senders (Go client) stay connected", 1+W)
+	res.note("clients are raw WebSockets, senders Go clients, both from 127.0.0.2-127.0.0.%d; the clients send no receipts; senders stay connected", 1+W)
 	res.note("sockets closed without a close frame at %v, reconnect waits uniform in [0, %v), messages at %s/s throughout (%v before, %v after the drop)", o.Before, o.Spread, fmtNum(o.FlowRate), o.Before, o.CatchUpBy)
 	return nil
 }

@@ -23,9 +23,10 @@ import (
 )
 
 // The bench spreads its users over worker processes (`bench worker`, the
-// same binary), each with its own open-file limit and, for raw users, its
-// own source address 127.0.0.(2+i). The coordinator talks to a worker over
-// its stdin and stdout, one JSON object per line:
+// same binary), each with its own open-file limit and its own source
+// address 127.0.0.(2+i) for every connection it dials, raw or Go client.
+// The coordinator talks to a worker over its stdin and stdout, one JSON
+// object per line:
 //
 //	request  {"id": 7, "op": "send", "args": {...}}
 //	reply    {"id": 7, "data": {...}}  or  {"id": 7, "error": "..."}
@@ -53,7 +54,7 @@ type userSpec struct {
 type connectArgs struct {
 	Users         []userSpec `json:"users"`
 	Concurrency   int        `json:"concurrency"`
-	Raw           bool       `json:"raw"`            // gws from the source address, else the client package
+	Raw           bool       `json:"raw"`            // bare gws connections (rawConn), else the client package
 	AutoDelivered bool       `json:"auto_delivered"` // client package: delivered receipts as the Go client sends them
 	Record        bool       `json:"record"`         // raw: keep (seq, time) of every msg
 }
@@ -142,6 +143,7 @@ type rawReportReply struct {
 type worker struct {
 	idx    int
 	src    net.IP
+	dialer *net.Dialer // from src; shared by every connection of the worker
 	signer *auth.Signer
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -171,6 +173,7 @@ func workerMain() error {
 	if s := os.Getenv("BENCH_WORKER_SOURCE"); s != "" {
 		w.src = net.ParseIP(s)
 	}
+	w.dialer = sourceDialer(w.src)
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.out = json.NewEncoder(os.Stdout)
 	in := bufio.NewScanner(os.Stdin)
@@ -192,6 +195,17 @@ func workerMain() error {
 	// The coordinator is gone.
 	w.closeAll()
 	return nil
+}
+
+// sourceDialer dials from src (nil: the system's choice). Each worker has
+// its own loopback source address, so that the bench's connections to an
+// edge are not bounded by the ephemeral ports of one address.
+func sourceDialer(src net.IP) *net.Dialer {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if src != nil {
+		d.LocalAddr = &net.TCPAddr{IP: src}
+	}
+	return d
 }
 
 // raiseNoFile lifts the soft open-file limit to the hard one.
@@ -318,6 +332,7 @@ func (w *worker) dialClient(u userSpec, autoDelivered bool) error {
 	cfg := client.Config{
 		URLs:          []string{u.URL},
 		Token:         func() (string, error) { return w.signer.Token(name, 24*time.Hour) },
+		Dialer:        w.dialer,
 		AutoDelivered: autoDelivered,
 		OnEvent: func(ev client.Event) {
 			now := time.Now().UnixNano()
@@ -594,7 +609,7 @@ type workerProc struct {
 	lastE error
 }
 
-// startWorkers starts n workers; worker i dials raw users from 127.0.0.(2+i).
+// startWorkers starts n workers; worker i dials its users from 127.0.0.(2+i).
 func (b *bench) startWorkers(n int) ([]*workerProc, error) {
 	self, err := os.Executable()
 	if err != nil {
