@@ -452,7 +452,8 @@ func (b *bench) waitProjected(ctx context.Context, js jetstream.JetStream, want 
 }
 
 // clickhousePages runs n of the platform's page queries (services/history:
-// SELECT ... FROM messages FINAL WHERE conv = ? AND seq BETWEEN, ORDER BY seq)
+// SELECT ... FROM messages WHERE conv = ? AND seq BETWEEN, ORDER BY seq,
+// stream_seq DESC LIMIT 1 BY seq)
 // straight on ClickHouse, sequentially.
 func (b *bench) clickhousePages(ctx context.Context, db string, mk *historyMarker, n int) (*hist, error) {
 	conn, err := b.clickhouseConn(ctx)
@@ -466,7 +467,7 @@ func (b *bench) clickhousePages(ctx context.Context, db string, mk *historyMarke
 		return fmt.Sprintf("queries %s/%s  p50 %s  p99 %s", fmtNum(float64(d.N)), fmtNum(float64(n)), fmtMs(d.Quantile(0.5)), fmtMs(d.Quantile(0.99)))
 	})
 	q := "SELECT seq, ts, sender, id, kind, text, title, user, members, recipient, stream_seq FROM " + db +
-		".messages FINAL WHERE conv = ? AND seq >= ? AND seq <= ? ORDER BY seq"
+		".messages WHERE conv = ? AND seq >= ? AND seq <= ? ORDER BY seq, stream_seq DESC LIMIT 1 BY seq"
 	for i := 0; i < n && ctx.Err() == nil; i++ {
 		c := rand.IntN(mk.Convs)
 		a, bb := histUsers(c)

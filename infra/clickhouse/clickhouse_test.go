@@ -324,6 +324,21 @@ func TestApplyTwiceAndDuplicatesReadOnce(t *testing.T) {
 	}
 }
 
+// Every table is made with 1024-row granules: a history page decodes whole
+// granules of each part it touches (schema.sql).
+func TestTablesUseSmallGranules(t *testing.T) {
+	conn, _ := testDB(t)
+	for _, table := range []string{"messages", "receipts", "membership"} {
+		var engine string
+		if err := conn.QueryRow(context.Background(), "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&engine); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(engine, "index_granularity = 1024") {
+			t.Errorf("%s: %s", table, engine)
+		}
+	}
+}
+
 // Several processes start at once on an empty database: Open and Apply
 // concurrently must all succeed.
 func TestApplyConcurrently(t *testing.T) {

@@ -17,11 +17,20 @@ type ClickHouse struct {
 
 var _ Store = (*ClickHouse)(nil)
 
-// Range reads one page by the primary key (conv, seq); FINAL collapses an
-// event projected twice.
+// pageQuery reads one page by the primary key (conv, seq). The table is a
+// ReplacingMergeTree: an event projected twice (a redelivery, a replay, a
+// rebuild) has two rows until a merge, and the merge keeps the one of the
+// highest stream_seq. LIMIT 1 BY seq keeps that same row here, without FINAL:
+// FINAL merges every part's granules on one thread and is what bounded the
+// page (see docs/BENCHMARKS.md), while this reads the parts like any query and
+// sorts the page's few rows. Valid on ClickHouse 18.16 and current versions.
+const pageQuery = `SELECT seq, ts, sender, id, kind, text, title, user, members, recipient, stream_seq
+	FROM messages WHERE conv = ? AND seq >= ? AND seq <= ?
+	ORDER BY seq, stream_seq DESC LIMIT 1 BY seq`
+
+// Range reads one page: each seq of lo..hi that the projection holds, once.
 func (c *ClickHouse) Range(ctx context.Context, conv string, lo, hi uint64) ([]Event, error) {
-	rows, err := c.Conn.Query(ctx, `SELECT seq, ts, sender, id, kind, text, title, user, members, recipient, stream_seq
-		FROM messages FINAL WHERE conv = ? AND seq >= ? AND seq <= ? ORDER BY seq`, conv, lo, hi)
+	rows, err := c.Conn.Query(ctx, pageQuery, conv, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("history: clickhouse page of %s: %w", conv, err)
 	}

@@ -5,8 +5,9 @@
 // fetches batches bounded by count and by time; a batch is inserted into
 // ClickHouse and only then acked (AckAll on its last event). Inserts are
 // idempotent: tables are ReplacingMergeTree keyed by the event's place in its
-// stream, and every read collapses duplicates (FINAL), so an event delivered
-// twice, or the whole stream replayed, shows once.
+// stream, and every read collapses duplicates (FINAL, or LIMIT 1 BY seq in
+// the history page query), so an event delivered twice, or the whole stream
+// replayed, shows once.
 //
 // Failures: while ClickHouse cannot be reached the batch is retried with a
 // growing backoff, forever, and nothing is acked. An event ClickHouse
