@@ -34,9 +34,15 @@ type Config struct {
 	// OnState, optional, is told Connecting, Connected and Disconnected.
 	OnState func(State)
 	// AutoDelivered sends a cumulative `delivered` receipt for messages from
-	// other users once OnEvent has returned, at most one per conversation per
-	// 50 ms, with the highest seq.
+	// other users once OnEvent has returned, throttled per conversation: the
+	// first at once, then at most one per DeliveredInterval, carrying the
+	// highest seq received meanwhile. Receipts still waiting are written by
+	// Close. Receipts the application sends itself (Receipt) are not
+	// throttled, and one at or above a waiting delivered seq replaces it.
 	AutoDelivered bool
+	// DeliveredInterval is the shortest gap between two automatic delivered
+	// receipts of one conversation; zero means 1 s.
+	DeliveredInterval time.Duration
 	// Dialer, optional, opens the TCP connections, for instance from a chosen
 	// source address (Dialer.LocalAddr). Its context is the one of Dial (or
 	// of the client, on reconnects) bounded by the 10 s handshake timeout.
@@ -114,6 +120,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("client: no URLs")
 	}
+	if cfg.DeliveredInterval <= 0 {
+		cfg.DeliveredInterval = defaultDeliveredInterval
+	}
 	if cfg.ReconnectMin <= 0 {
 		cfg.ReconnectMin = defaultReconnectMin
 	}
@@ -136,8 +145,8 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if cfg.AutoDelivered {
-		c.delivered = newDeliveredReceipts(func(conv string, seq int64) error {
-			return c.Receipt(conv, seq, "delivered")
+		c.delivered = newDeliveredReceipts(cfg.DeliveredInterval, func(conv string, seq int64) error {
+			return c.writeJSON(receiptFrame{Type: "receipt", Conv: conv, Seq: seq, Status: "delivered"})
 		})
 	}
 	go c.dispatch()
@@ -164,10 +173,14 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	return nil, err
 }
 
-// Close stops reconnecting, fails the pending sends with ErrClosed and closes
-// the socket. It does not wait for OnEvent or OnState to return.
+// Close writes the automatic delivered receipts still throttled (when
+// connected), stops reconnecting, fails the pending sends with ErrClosed and
+// closes the socket. It does not wait for OnEvent or OnState to return.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		if c.delivered != nil {
+			c.delivered.close()
+		}
 		c.mu.Lock()
 		c.cancel()
 		cn := c.cur
@@ -204,9 +217,15 @@ func (c *Client) Hello() Event {
 	return c.hello
 }
 
-// Receipt sends a cumulative receipt; status is "delivered" or "read".
+// Receipt sends a cumulative receipt; status is "delivered" or "read". It
+// is written at once; with AutoDelivered, it also stands for the automatic
+// delivered receipts of conv up to seq (read implies delivered).
 func (c *Client) Receipt(conv string, seq int64, status string) error {
-	return c.writeJSON(receiptFrame{Type: "receipt", Conv: conv, Seq: seq, Status: status})
+	err := c.writeJSON(receiptFrame{Type: "receipt", Conv: conv, Seq: seq, Status: status})
+	if err == nil && c.delivered != nil && (status == "delivered" || status == "read") {
+		c.delivered.covered(conv, seq)
+	}
+	return err
 }
 
 // Sync asks for the stored events after cursor; they arrive through OnEvent,

@@ -5,33 +5,42 @@ import (
 	"time"
 )
 
-// deliveredInterval is the shortest gap between two automatic `delivered`
-// receipts for one conversation.
-const deliveredInterval = 50 * time.Millisecond
+// defaultDeliveredInterval is Config.DeliveredInterval's default. At one
+// message a second per conversation, a shorter window never merges two
+// receipts, and each receipt costs the platform a stored event, two queue
+// entries and a watermark update, as much as the message itself.
+const defaultDeliveredInterval = time.Second
 
 // deliveredSweepAt is the map size past which idle conversations are forgotten.
 const deliveredSweepAt = 4096
 
-// deliveredReceipts coalesces the automatic cumulative `delivered` receipts of
-// Config.AutoDelivered: per conversation, the first is sent at once, the
-// following ones at most once per deliveredInterval, with the highest seq.
+// deliveredReceipts throttles the automatic cumulative `delivered` receipts
+// of Config.AutoDelivered, per conversation, on the leading edge: the first
+// receipt of a conversation is written at once; after one was written, the
+// next waits until interval has passed since it and then carries the
+// highest seq received meanwhile (PROTOCOL.md: receipts are cumulative and
+// may be coalesced). Receipts that could not be written (no connection) go
+// out after the reconnect (flush); those still waiting when the client
+// closes go out then (close).
 type deliveredReceipts struct {
-	send func(conv string, seq int64) error
+	send     func(conv string, seq int64) error
+	interval time.Duration
 
 	mu      sync.Mutex
 	convs   map[string]*deliveredConv
 	sweepAt int
+	closed  bool
 }
 
 type deliveredConv struct {
-	want  int64 // highest seq received
-	sent  int64 // highest seq written
-	last  time.Time
+	want  int64     // highest seq received
+	sent  int64     // highest seq written (or covered by a read receipt)
+	last  time.Time // when the last receipt was written
 	timer *time.Timer
 }
 
-func newDeliveredReceipts(send func(conv string, seq int64) error) *deliveredReceipts {
-	return &deliveredReceipts{send: send, convs: make(map[string]*deliveredConv), sweepAt: deliveredSweepAt}
+func newDeliveredReceipts(interval time.Duration, send func(conv string, seq int64) error) *deliveredReceipts {
+	return &deliveredReceipts{send: send, interval: interval, convs: make(map[string]*deliveredConv), sweepAt: deliveredSweepAt}
 }
 
 // note records that seq of conv has been handed to the application.
@@ -40,6 +49,10 @@ func (d *deliveredReceipts) note(conv string, seq int64) {
 		return
 	}
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
 	st := d.convs[conv]
 	if st == nil {
 		d.sweepLocked()
@@ -51,11 +64,11 @@ func (d *deliveredReceipts) note(conv string, seq int64) {
 		return
 	}
 	st.want = seq
-	if st.timer != nil {
+	if st.timer != nil || seq <= st.sent {
 		d.mu.Unlock()
 		return
 	}
-	if wait := deliveredInterval - time.Since(st.last); wait > 0 {
+	if wait := d.interval - time.Since(st.last); wait > 0 {
 		st.timer = time.AfterFunc(wait, func() { d.fire(conv) })
 		d.mu.Unlock()
 		return
@@ -65,11 +78,21 @@ func (d *deliveredReceipts) note(conv string, seq int64) {
 	d.write(conv, seq)
 }
 
+// covered records that a `read` receipt up to seq was written for conv:
+// read implies delivered, so no delivered receipt at or below it is needed.
+func (d *deliveredReceipts) covered(conv string, seq int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st := d.convs[conv]; st != nil && seq > st.sent {
+		st.sent = seq
+	}
+}
+
 // fire sends the coalesced receipt of conv when its interval has passed.
 func (d *deliveredReceipts) fire(conv string) {
 	d.mu.Lock()
 	st := d.convs[conv]
-	if st == nil {
+	if st == nil || d.closed {
 		d.mu.Unlock()
 		return
 	}
@@ -99,6 +122,38 @@ func (d *deliveredReceipts) flush() {
 	}
 }
 
+// close writes, without waiting for their interval, the receipts still
+// pending (throttled, or not written for want of a connection), and stops
+// all further ones. The client calls it before it closes the socket.
+func (d *deliveredReceipts) close() {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	d.closed = true
+	type pending struct {
+		conv string
+		seq  int64
+	}
+	var out []pending
+	for conv, st := range d.convs {
+		if st.timer != nil {
+			st.timer.Stop()
+			st.timer = nil
+		}
+		if st.want > st.sent {
+			out = append(out, pending{conv, st.want})
+		}
+	}
+	d.mu.Unlock()
+	for _, p := range out {
+		if d.send(p.conv, p.seq) != nil {
+			return // the connection is gone: the rest would fail too
+		}
+	}
+}
+
 func (d *deliveredReceipts) write(conv string, seq int64) {
 	if d.send(conv, seq) != nil {
 		return // not written: flush retries after the reconnect
@@ -118,7 +173,7 @@ func (d *deliveredReceipts) sweepLocked() {
 	}
 	now := time.Now()
 	for conv, st := range d.convs {
-		if st.timer == nil && st.want <= st.sent && now.Sub(st.last) >= deliveredInterval {
+		if st.timer == nil && st.want <= st.sent && now.Sub(st.last) >= d.interval {
 			delete(d.convs, conv)
 		}
 	}

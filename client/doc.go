@@ -29,6 +29,10 @@
 //   - Keep-alive: a ping frame goes out after 20 s without a frame in either
 //     direction; WebSocket pings are answered with pongs.
 //   - Watch lists are sent again after each reconnect.
+//   - Delivered receipts (AutoDelivered): per conversation the first goes at
+//     once, later ones at most once per DeliveredInterval (1 s) with the
+//     highest seq; those not written for want of a connection go after the
+//     reconnect, those still throttled are written by Close.
 //
 // # Concurrency
 //

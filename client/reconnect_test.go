@@ -404,7 +404,7 @@ func TestAutoDelivered(t *testing.T) {
 	for i := range 30 {
 		s.inject("u2", "u1", fmt.Sprint(i))
 	}
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, 5*time.Second, func() error { // the last after DeliveredInterval (1 s)
 		rs := s.framesOfType("receipt")
 		if len(rs) == 0 || rs[len(rs)-1]["seq"] != float64(31) {
 			return fmt.Errorf("receipts = %v", rs)

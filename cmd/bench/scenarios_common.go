@@ -66,6 +66,11 @@ func (e *env) platformNames() string {
 	return strings.Join(n, ", ")
 }
 
+// receiptSettle is how long a run waits after the last delivery for the
+// Go clients' throttled delivered receipts (client.Config.DeliveredInterval,
+// 1 s by default) to be written and stored, so that their cost is counted.
+const receiptSettle = 1200 * time.Millisecond
+
 // dialNote says where the users' connections come from.
 func (e *env) dialNote() string {
 	return fmt.Sprintf("users: Go clients in %d workers, worker i dialing from 127.0.0.(2+i) (127.0.0.2-127.0.0.%d)", len(e.ws), 1+len(e.ws))

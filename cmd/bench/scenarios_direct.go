@@ -153,8 +153,9 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 			return nil, err
 		}
 	}
-	// Receipts of the last deliveries (coalesced for 50 ms) are part of the cost.
-	_ = sleepCtx(ctx, 200*time.Millisecond)
+	// Receipts of the last deliveries (throttled by the Go client to one per
+	// conversation per second) are part of the cost.
+	_ = sleepCtx(ctx, receiptSettle)
 	after := snapshot(d.procs, true)
 	if err := d.pl.died(); err != nil {
 		return nil, err
@@ -290,7 +291,7 @@ func (b *bench) direct(ctx context.Context, res *result) error {
 	res.target("nothing lost", "0", fmtNum(float64(r.lost)), r.lost == 0)
 	res.target("platform CPU per delivered message", "≤ 100 µs", fmt.Sprintf("%.0f µs", r.platformCPU), r.platformCPU <= 100)
 	if o.Receipts {
-		res.note("platform processes: %s; the projector runs; recipients send delivered receipts as the Go client does (AutoDelivered: at most one per conversation per 50 ms)", d.platformNames())
+		res.note("platform processes: %s; the projector runs; recipients send delivered receipts as the Go client does (AutoDelivered: the first of a conversation at once, then at most one per second)", d.platformNames())
 	} else {
 		res.note("platform processes: %s; the projector runs; NO receipts (--receipts=false)", d.platformNames())
 	}
