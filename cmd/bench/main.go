@@ -8,6 +8,7 @@
 //	go run ./cmd/bench max                        # highest rate with p99 under 50 ms
 //	go run ./cmd/bench reconnect                  # 10,000 clients drop and catch up
 //	go run ./cmd/bench history --data /var/tmp/bench-history
+//	go run ./cmd/bench group                      # 4 groups of 256, 4 msg/s: latency to the last member
 //
 // By default it builds ./cmd/messenger and starts the platform itself
 // (--start all: `messenger all` plus extra `messenger edge` processes;
@@ -86,6 +87,10 @@ type options struct {
 	Spread    time.Duration
 	Before    time.Duration
 	CatchUpBy time.Duration
+	// group
+	Groups    int
+	GroupSize int
+	GroupRate float64
 	// history
 	Messages        int
 	Convs           int
@@ -111,7 +116,7 @@ func (o *options) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.PlatformArgs, "platform-args", "", "more flags for every started platform process, space-separated (e.g. \"--fanout-shards 128\")")
 	fs.IntVar(&o.Workers, "workers", 4, "load-generator worker processes")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON document instead of the table")
-	fs.DurationVar(&o.Timeout, "timeout", 0, "bound on each scenario (default: idle 5m + --hold, direct 8m + --duration, max 30m, reconnect 5m + --before + --catch-up-by, history 30m + --load-timeout)")
+	fs.DurationVar(&o.Timeout, "timeout", 0, "bound on each scenario (default: idle 5m + --hold, direct and group 8m + --duration, max 30m, reconnect 5m + --before + --catch-up-by, history 30m + --load-timeout)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary directory (logs, data)")
 	fs.StringVar(&o.Profile, "profile", "", "save Go profiles of the platform processes into this directory (starts them with --pprof): CPU while direct sends and during the reconnect storm, heap after the idle hold")
 
@@ -120,11 +125,11 @@ func (o *options) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Hold, "hold", 150*time.Second, "idle: how long the connections are held before memory is read (past Go's forced GC every 2 min)")
 
 	fs.Float64Var(&o.Rate, "rate", 2000, "direct: total messages per second")
-	fs.DurationVar(&o.Duration, "duration", 60*time.Second, "direct: how long to send")
+	fs.DurationVar(&o.Duration, "duration", 60*time.Second, "direct, group: how long to send")
 	fs.IntVar(&o.Users, "users", 2000, "direct, max: users (in pairs, the two of a pair on different edges, both sending)")
 	fs.IntVar(&o.TextSize, "text-size", 40, "bytes of text per message")
-	fs.BoolVar(&o.Receipts, "receipts", true, "direct, max: recipients send delivered receipts as the Go client does (--receipts=false: none)")
-	fs.DurationVar(&o.Drain, "drain", 10*time.Second, "direct, max: stop waiting for deliveries when none came for this long (at most 3 min); reconnect: wait at most this long")
+	fs.BoolVar(&o.Receipts, "receipts", true, "direct, max, group: recipients send delivered receipts as the Go client does (--receipts=false: none)")
+	fs.DurationVar(&o.Drain, "drain", 10*time.Second, "direct, max, group: stop waiting for deliveries when none came for this long (at most 3 min); reconnect: wait at most this long")
 	fs.Float64Var(&o.MaxStart, "max-start", 1000, "max: first rate")
 	fs.Float64Var(&o.MaxStep, "max-step", 1000, "max: rate added at each step")
 	fs.Float64Var(&o.MaxLimit, "max-limit", 40000, "max: highest rate tried")
@@ -138,6 +143,10 @@ func (o *options) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Spread, "spread", 5*time.Second, "reconnect: reconnects are spread uniformly over this window after the drop")
 	fs.DurationVar(&o.Before, "before", 5*time.Second, "reconnect: messages flow this long before the drop")
 	fs.DurationVar(&o.CatchUpBy, "catch-up-by", 30*time.Second, "reconnect: messages keep flowing this long after the drop")
+
+	fs.IntVar(&o.Groups, "groups", 4, "group: groups, each with its own sender")
+	fs.IntVar(&o.GroupSize, "group-size", 256, "group: members per group, the sender included (above 256 the platform is started with --max-group)")
+	fs.Float64Var(&o.GroupRate, "group-rate", 4, "group: total messages per second, spread evenly over the groups")
 
 	fs.IntVar(&o.Messages, "messages", 10_000_000, "history: messages in ClickHouse")
 	fs.IntVar(&o.Convs, "convs", 10000, "history: conversations they are spread over")
@@ -153,7 +162,7 @@ func envOr(k, def string) string {
 	return def
 }
 
-var scenarioNames = []string{"idle", "direct", "max", "reconnect", "history"}
+var scenarioNames = []string{"idle", "direct", "max", "reconnect", "history", "group"}
 
 // defaultTimeout bounds a scenario when --timeout is not given.
 func (o *options) timeoutFor(s string) time.Duration {
@@ -171,6 +180,8 @@ func (o *options) timeoutFor(s string) time.Duration {
 		return 5*time.Minute + o.Before + o.CatchUpBy
 	case "history":
 		return 30*time.Minute + o.LoadTimeout
+	case "group":
+		return 8*time.Minute + o.Duration
 	}
 	return 10 * time.Minute
 }
@@ -183,7 +194,7 @@ scenarios (each bounded by --timeout and stopping by itself):
   max        the highest rate with p99 end to end under --max-p99 and no error
   reconnect  N clients drop and reconnect with their cursor while messages flow
   history    page latency once ClickHouse holds --messages messages
-  (group: not in this tool yet; the in-process BenchmarkGroupDelivery256 measures it)
+  group      --groups groups of --group-size members at --group-rate: latency to the last member
 
 flags (each also BENCH_<FLAG>, upper case, - as _):
 `
@@ -251,9 +262,6 @@ func parseArgs(args []string) (*options, []string, error) {
 		ok := false
 		for _, n := range scenarioNames {
 			ok = ok || s == n
-		}
-		if s == "group" {
-			return nil, nil, errors.New("group: not in this tool yet; run go test -run ^$ -bench GroupDelivery256 ./edge/")
 		}
 		if !ok {
 			return nil, nil, fmt.Errorf("unknown scenario %q (%s)", s, strings.Join(scenarioNames, ", "))
@@ -352,6 +360,8 @@ func run(args []string) error {
 			err = b.reconnect(sctx, res)
 		case "history":
 			err = b.history(sctx, res)
+		case "group":
+			err = b.group(sctx, res)
 		}
 		if err == nil && sctx.Err() != nil {
 			err = sctx.Err()

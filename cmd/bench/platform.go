@@ -162,10 +162,11 @@ type platform struct {
 type platformSpec struct {
 	mode   string // all, split, none
 	edges  int
-	fanout bool   // split: run the fan-out (history runs without it)
-	data   string // JetStream data directory
-	chDB   string // ClickHouse database
-	keepDB bool   // do not drop chDB first (a reused history load)
+	fanout bool     // split: run the fan-out (history runs without it)
+	data   string   // JetStream data directory
+	chDB   string   // ClickHouse database
+	keepDB bool     // do not drop chDB first (a reused history load)
+	args   []string // more flags for every platform process (before --platform-args, which win)
 }
 
 // messengerEnv is the environment of the platform processes: the bench's
@@ -227,6 +228,7 @@ func (b *bench) startPlatform(ctx context.Context, spec platformSpec) (pl *platf
 	if b.opt.Profile != "" {
 		common = append(common, "--pprof")
 	}
+	common = append(common, spec.args...)
 	common = append(common, strings.Fields(b.opt.PlatformArgs)...)
 	withCH := []string{"--clickhouse", b.opt.ClickHouse, "--clickhouse-db", spec.chDB}
 	start := func(name, role string, args ...string) (*proc, error) {

@@ -11,10 +11,13 @@ import (
 
 // directEnv is the direct and max scenarios' platform, workers and users:
 // --users users in pairs, the two of a pair on different edges and (when
-// there are several) in different workers, each sending to the other.
+// there are several) in different workers, each sending to the other. The
+// group scenario uses it too, with routes to groups.
 type directEnv struct {
 	*env
 	routes      [][][2]string // per worker: from, to
+	toConv      bool          // routes go to conversations (groups), not users
+	copies      int64         // deliveries per message: 1, or the group's members
 	totalRoutes int
 	users       int
 	idleCPU     float64 // platform CPU seconds per second with the users connected and nothing sent
@@ -26,7 +29,7 @@ func (b *bench) directSetup(ctx context.Context, scenario string) (*directEnv, f
 	if err != nil {
 		return nil, cleanup, err
 	}
-	d := &directEnv{env: e, users: o.Users &^ 1}
+	d := &directEnv{env: e, users: o.Users &^ 1, copies: 1}
 	if d.users < 2 {
 		return nil, cleanup, errors.New("--users: at least 2")
 	}
@@ -61,19 +64,27 @@ func (b *bench) directSetup(ctx context.Context, scenario string) (*directEnv, f
 	if _, err := b.runRate(ctx, d, scenario+": warm-up", "w", min(o.Rate, 2000), 0, 1); err != nil {
 		return nil, cleanup, fmt.Errorf("warm-up: %w", err)
 	}
-	// The platform's own background work (timers, checkpoints, the
-	// projector's polls, pings), to tell it from the cost of messages.
+	if d.idleCPU, err = b.idleCPU(ctx, scenario, e); err != nil {
+		return nil, cleanup, err
+	}
+	return d, cleanup, nil
+}
+
+// idleCPU measures the platform's own background work (timers,
+// checkpoints, the projector's polls, pings) over 5 s with nothing sent, in
+// CPU seconds per second, to tell it from the cost of messages.
+func (b *bench) idleCPU(ctx context.Context, scenario string, e *env) (float64, error) {
 	b.prog.set(scenario+": idle CPU", 5*time.Second, func() string { return "measuring the platform's CPU with nothing sent" })
 	_ = sleepCtx(ctx, time.Second)
 	s0 := snapshot(e.procs, false)
 	if err := sleepCtx(ctx, 5*time.Second); err != nil {
-		return nil, cleanup, err
+		return 0, err
 	}
 	idle := procFigures(e.procs, s0, snapshot(e.procs, false))
 	if el := time.Since(s0[e.procs[0].Name].At).Seconds(); el > 0 {
-		d.idleCPU = sumCPU(idle, "platform") / el
+		return sumCPU(idle, "platform") / el, nil
 	}
-	return d, cleanup, nil
+	return 0, nil
 }
 
 // rateRun is the outcome of one open-loop run at a fixed rate.
@@ -93,10 +104,12 @@ type rateRun struct {
 	otherCPU                 float64 // cores used by processes outside the bench and the platform
 	windowSecs               float64 // of the CPU samples
 	profiles                 []string
+	perMsg                   map[string][3]int64 // group: conv/seq -> due, arrivals, latest arrival (all workers)
 }
 
 // runRate sends at rate for dur (or perRoute messages on every route when
-// perRoute > 0), waits for the deliveries (at most --drain), and collects.
+// perRoute > 0), waits for the deliveries (d.copies per acked message; at
+// most --drain without progress), and collects.
 func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, rate float64, dur time.Duration, perRoute int) (*rateRun, error) {
 	o := b.opt
 	W := len(d.ws)
@@ -114,15 +127,15 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 	})
 	before := snapshot(d.procs, true)
 	var profiles func() []string
-	if tag == "d" {
-		profiles = b.profileCPU(ctx, d.pl, "direct", int(min(dur, 30*time.Second).Seconds()))
+	if name := map[string]string{"d": "direct", "g": "group"}[tag]; name != "" {
+		profiles = b.profileCPU(ctx, d.pl, name, int(min(dur, 30*time.Second).Seconds()))
 	}
 	_, err := callAll[sendReply](ctx, d.ws, "send", func(i int) any {
 		share := float64(len(d.routes[i])) / float64(d.totalRoutes)
 		return sendArgs{
 			Tag: tag, T0: t0, Offset: int64(float64(i) * 1e9 / rate),
 			Rate: rate * share, Count: int(math.Round(float64(total) * share)),
-			Routes: d.routes[i], TextSize: o.TextSize, Timeout: int64(30 * time.Second),
+			Routes: d.routes[i], ToConv: d.toConv, TextSize: o.TextSize, Timeout: int64(30 * time.Second),
 		}
 	})
 	if err != nil {
@@ -146,7 +159,7 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 		if delivered != lastDelivered {
 			lastMove, lastDelivered = time.Now(), delivered
 		}
-		if delivered >= acked || time.Since(lastMove) > o.Drain || time.Now().After(hardStop) {
+		if delivered >= acked*d.copies || time.Since(lastMove) > o.Drain || time.Now().After(hardStop) {
 			break
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
@@ -180,9 +193,16 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 		acks = append(acks, s.Ack)
 		e2es = append(e2es, s.E2E)
 		lastDelivery = max(lastDelivery, s.LastDelivery)
+		for k, m := range s.PerMsg {
+			if r.perMsg == nil {
+				r.perMsg = map[string][3]int64{}
+			}
+			t := r.perMsg[k]
+			r.perMsg[k] = [3]int64{m[0], t[1] + m[1], max(t[2], m[2])}
+		}
 	}
 	r.ack, r.e2e = merged(acks...), merged(e2es...)
-	r.lost = max(0, r.acked-r.delivered)
+	r.lost = max(0, r.acked*d.copies-r.delivered)
 	if lastDelivery > t0 {
 		r.window = time.Duration(lastDelivery - t0)
 		r.deliveredPerSec = float64(r.delivered) / r.window.Seconds()

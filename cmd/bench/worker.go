@@ -57,6 +57,7 @@ type connectArgs struct {
 	Raw           bool       `json:"raw"`            // bare gws connections (rawConn), else the client package
 	AutoDelivered bool       `json:"auto_delivered"` // client package: delivered receipts as the Go client sends them
 	Record        bool       `json:"record"`         // raw: keep (seq, time) of every msg
+	PerMessage    bool       `json:"per_message"`    // client package: count each message's arrivals by conv and seq, own copies included (group)
 }
 
 type connectReply struct {
@@ -77,7 +78,8 @@ type sendArgs struct {
 	Offset   int64       `json:"offset"`
 	Rate     float64     `json:"rate"`
 	Count    int         `json:"count"`
-	Routes   [][2]string `json:"routes"` // from, to
+	Routes   [][2]string `json:"routes"`  // from, to
+	ToConv   bool        `json:"to_conv"` // Routes[k][1] is a conversation (a group), not a user
 	TextSize int         `json:"text_size"`
 	Timeout  int64       `json:"timeout"` // per send, ns
 	LogAcks  bool        `json:"log_acks"`
@@ -112,6 +114,28 @@ type tagStats struct {
 	ack, e2e                         hist
 	mu                               sync.Mutex
 	errs                             map[string]int64
+	msgs                             map[string]*msgArrivals // PerMessage users: by conv/seq
+}
+
+// msgArrivals is what one worker saw of one message: its due time, how
+// many of the worker's users received it and when the latest did.
+type msgArrivals struct{ due, n, latest int64 }
+
+// arrived records one user's copy of message conv/seq.
+func (st *tagStats) arrived(conv string, seq, due, now int64) {
+	key := conv + "/" + strconv.FormatInt(seq, 10)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.msgs == nil {
+		st.msgs = map[string]*msgArrivals{}
+	}
+	m := st.msgs[key]
+	if m == nil {
+		m = &msgArrivals{due: due}
+		st.msgs[key] = m
+	}
+	m.n++
+	m.latest = max(m.latest, now)
 }
 
 type statsReply struct {
@@ -125,6 +149,9 @@ type statsReply struct {
 	Disconnects  int64            `json:"disconnects"`
 	Ack          histData         `json:"ack"`
 	E2E          histData         `json:"e2e"`
+	// PerMsg: conv/seq -> due, arrivals at this worker's users, latest
+	// arrival (unix ns); only for PerMessage users.
+	PerMsg map[string][3]int64 `json:"per_msg,omitempty"`
 }
 
 // ackLog is one acked message of a logged send: recipient, seq, ack time.
@@ -309,7 +336,7 @@ func (w *worker) connect(a connectArgs) connectReply {
 					w.mu.Unlock()
 				}
 			} else {
-				err = w.dialClient(u, a.AutoDelivered)
+				err = w.dialClient(u, a.AutoDelivered, a.PerMessage)
 			}
 			mu.Lock()
 			if err != nil {
@@ -326,8 +353,9 @@ func (w *worker) connect(a connectArgs) connectReply {
 	return rep
 }
 
-// dialClient connects one user with the Go client package.
-func (w *worker) dialClient(u userSpec, autoDelivered bool) error {
+// dialClient connects one user with the Go client package. With perMsg, its
+// own copies count too and every arrival is kept by message (group).
+func (w *worker) dialClient(u userSpec, autoDelivered, perMsg bool) error {
 	name := u.Name
 	cfg := client.Config{
 		URLs:          []string{u.URL},
@@ -338,7 +366,7 @@ func (w *worker) dialClient(u userSpec, autoDelivered bool) error {
 			now := time.Now().UnixNano()
 			switch ev.Type {
 			case "msg":
-				if ev.From == name {
+				if ev.From == name && !perMsg {
 					return // the sender's own copy
 				}
 				tag, sched, ok := parseText(ev.Text)
@@ -348,6 +376,9 @@ func (w *worker) dialClient(u userSpec, autoDelivered bool) error {
 				st := w.tag(tag)
 				st.delivered.Add(1)
 				st.e2e.Record(time.Duration(now - sched))
+				if perMsg {
+					st.arrived(ev.Conv, ev.Seq, sched, now)
+				}
 				for {
 					last := st.lastDelivery.Load()
 					if now <= last || st.lastDelivery.CompareAndSwap(last, now) {
@@ -443,7 +474,13 @@ func (w *worker) send(a sendArgs) sendReply {
 					return
 				}
 				ctx, cancel := context.WithTimeout(w.ctx, timeout)
-				ack, err := c.SendID(ctx, id, to, "", text)
+				var ack client.Ack
+				var err error
+				if a.ToConv {
+					ack, err = c.SendID(ctx, id, "", to, text)
+				} else {
+					ack, err = c.SendID(ctx, id, to, "", text)
+				}
 				cancel()
 				if err != nil {
 					w.fail(st, errCode(err))
@@ -507,6 +544,13 @@ func (w *worker) statsOf(tag string) statsReply {
 	for k, v := range st.errs {
 		errs[k] = v
 	}
+	var perMsg map[string][3]int64
+	if len(st.msgs) > 0 {
+		perMsg = make(map[string][3]int64, len(st.msgs))
+		for k, m := range st.msgs {
+			perMsg[k] = [3]int64{m.due, m.n, m.latest}
+		}
+	}
 	st.mu.Unlock()
 	w.mu.Lock()
 	retries := map[string]int64{}
@@ -518,7 +562,7 @@ func (w *worker) statsOf(tag string) statsReply {
 		Sent: st.sent.Load(), Acked: st.acked.Load(), Delivered: st.delivered.Load(),
 		Receipts: st.receipts.Load(), LastDelivery: st.lastDelivery.Load(),
 		Errors: errs, Retries: retries, Disconnects: w.disconnects.Load(),
-		Ack: st.ack.Snapshot(), E2E: st.e2e.Snapshot(),
+		Ack: st.ack.Snapshot(), E2E: st.e2e.Snapshot(), PerMsg: perMsg,
 	}
 }
 
