@@ -27,6 +27,35 @@ type convState struct {
 	seq       uint64 // seq of the last event
 	streamSeq uint64 // its sequence in the conversation stream
 	ts        int64
+	// next is a text message stored after seq that this edge heard of (in
+	// an announcement to one of its users) without holding mu: taken up by
+	// the next commit, so that a send after the other member's does not
+	// start with a failed compare-and-set. Guarded by hintMu.
+	hintMu sync.Mutex
+	next   storedHint
+}
+
+// storedHint is a stored text message: its seq, stream sequence and time.
+type storedHint struct {
+	seq, streamSeq uint64
+	ts             int64
+}
+
+// takeHint brings seq, streamSeq and ts up to a newer text message heard
+// of: any newer one for a direct conversation (its members never change),
+// only the very next one for a group (the metadata is as of seq, and a
+// membership event in between would be skipped). st.mu is held.
+func (st *convState) takeHint() {
+	st.hintMu.Lock()
+	h := st.next
+	st.hintMu.Unlock()
+	if !st.loaded || h.seq <= st.seq {
+		return
+	}
+	if st.meta == nil || (st.meta.Kind != event.ConvDirect && h.seq != st.seq+1) {
+		return
+	}
+	st.seq, st.streamSeq, st.ts = h.seq, h.streamSeq, max(st.ts, h.ts)
 }
 
 // convCache is a sharded, bounded map of conversation states.
@@ -62,6 +91,23 @@ func (c *convCache) get(conv string) *convState {
 		s.m[conv] = st
 	}
 	return st
+}
+
+// hint records a stored text message of conv heard of in an announcement,
+// for a conversation this edge already knows (it does not make one).
+func (c *convCache) hint(conv string, seq, streamSeq uint64, ts int64) {
+	s := &c.shards[subjects.Partition(conv, len(c.shards))]
+	s.mu.Lock()
+	st := s.m[conv]
+	s.mu.Unlock()
+	if st == nil {
+		return
+	}
+	st.hintMu.Lock()
+	if seq > st.next.seq {
+		st.next = storedHint{seq, streamSeq, ts}
+	}
+	st.hintMu.Unlock()
 }
 
 // meta returns the conversation's metadata, reading it from the bucket when

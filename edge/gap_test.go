@@ -33,7 +33,7 @@ func TestDroppedAnnouncementsAreRefilledFromTheQueue(t *testing.T) {
 	}
 	s1, _ := store(1) // stored, its announcement "lost"
 	s2, d2 := store(2)
-	if err := nc.Publish(layout.Live("yara"), event.EncodeLive(s2, s1, d2)); err != nil {
+	if err := nc.Publish(layout.Live("yara"), event.EncodeLive(event.Live{Seq: s2, Prev: s1, Doc: d2})); err != nil {
 		t.Fatal(err)
 	}
 	ms := rec.waitMsgs(t, 2)
@@ -41,9 +41,9 @@ func TestDroppedAnnouncementsAreRefilledFromTheQueue(t *testing.T) {
 		t.Fatalf("after the gap: %+v", ms)
 	}
 	// The same announcement again is a duplicate.
-	_ = nc.Publish(layout.Live("yara"), event.EncodeLive(s2, s1, d2))
+	_ = nc.Publish(layout.Live("yara"), event.EncodeLive(event.Live{Seq: s2, Prev: s1, Doc: d2}))
 	store(3) // stored, never announced
-	_ = nc.Publish(layout.Live("yara"), event.EncodeLive(0, 0, nil))
+	_ = nc.Publish(layout.Live("yara"), event.EncodeLive(event.Live{}))
 	ms = rec.waitMsgs(t, 3)
 	time.Sleep(200 * time.Millisecond)
 	if ms = rec.msgs(); len(ms) != 3 || ms[2].Text != "gap 3" {

@@ -53,12 +53,12 @@ func BenchmarkOfferLive(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		seq++
-		data := event.EncodeLive(seq, seq-1, doc)
-		q, prev, d, err := event.DecodeLive(data)
+		data := event.EncodeLive(event.Live{Seq: seq, Prev: seq - 1, Doc: doc})
+		l, err := event.DecodeLive(data)
 		if err != nil {
 			b.Fatal(err)
 		}
-		s.offer(q, prev, d)
+		s.offer(l.Seq, l.Prev, l.Doc)
 	}
 	if s.last != seq {
 		b.Fatalf("delivered up to %d of %d", s.last, seq)

@@ -299,15 +299,15 @@ func (h *hub) handle(m *nats.Msg) {
 		}
 		return
 	}
-	seq, prev, doc, err := event.DecodeLive(m.Data)
+	l, err := event.DecodeLive(m.Data)
 	if err != nil {
 		h.e.log.Warn("bad live announcement", zap.String("subject", m.Subject))
 		return
 	}
-	if seq == 0 {
-		if len(doc) > 0 { // a live event (typing): to every session now, never stored
+	if l.Seq == 0 {
+		if len(l.Doc) > 0 { // a live event (typing): to every session now, never stored
 			for _, s := range h.sessionsOf(sp.ID) {
-				s.send(doc)
+				s.send(l.Doc)
 				h.e.m.typingDelivered.Inc()
 			}
 			return
@@ -318,13 +318,16 @@ func (h *hub) handle(m *nats.Msg) {
 		return
 	}
 	h.wakeWaiters(sp.ID)
-	if hd, err := event.DecodeHead(doc); err == nil && hd.Type == event.TypeMsg {
-		// The stream sequence is not in the announcement: 0 is fine, the
-		// cache serves docs and a later page anchors on its own rows.
-		h.e.noteEvent(hd.Conv, hd.Seq, 0, doc)
+	if hd, err := event.DecodeHead(l.Doc); err == nil && hd.Type == event.TypeMsg {
+		// The cache serves docs and a later page anchors on its own rows,
+		// so a stream sequence of 0 (not a text message) is fine.
+		h.e.noteEvent(hd.Conv, hd.Seq, l.Src, l.Doc)
+		if l.Src != 0 {
+			h.e.convs.hint(hd.Conv, hd.Seq, l.Src, hd.TS)
+		}
 	}
 	for _, s := range h.sessionsOf(sp.ID) {
-		s.offer(seq, prev, doc)
+		s.offer(l.Seq, l.Prev, l.Doc)
 	}
 }
 

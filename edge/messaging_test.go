@@ -216,3 +216,32 @@ func TestConcurrentSendsKeepOneOrder(t *testing.T) {
 		}
 	}
 }
+
+// A reply sent through another edge after the message it answers was
+// delivered starts from the right expected sequence: the edge learned the
+// conversation's last event from the announcement to its user, so the
+// compare-and-set of the send does not fail first (no read, no retry).
+func TestRepliesThroughAnotherEdgeDoNotConflict(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2})
+	alice, arec := dial(t, p, "alice", []int{0}, dialOpts{})
+	bob, brec := dial(t, p, "bob", []int{1}, dialOpts{})
+	first := send(t, alice, "bob", "", "first")
+	brec.waitMsgs(t, 1)
+	send(t, bob, "alice", "", "warm bob's edge") // bob's edge reads the conversation once
+	arec.waitMsgs(t, 2)
+	before := p.Edges[0].Counter("messenger_edge_seq_conflicts_total") + p.Edges[1].Counter("messenger_edge_seq_conflicts_total")
+	const rounds = 10
+	for i := 0; i < rounds; i++ {
+		a := send(t, alice, "", first.Conv, fmt.Sprintf("a%d", i))
+		brec.waitMsgs(t, 2+2*i+1)
+		b := send(t, bob, "", first.Conv, fmt.Sprintf("b%d", i))
+		if b.Seq != a.Seq+1 {
+			t.Fatalf("round %d: seqs %d then %d", i, a.Seq, b.Seq)
+		}
+		arec.waitMsgs(t, 2+2*i+2)
+	}
+	after := p.Edges[0].Counter("messenger_edge_seq_conflicts_total") + p.Edges[1].Counter("messenger_edge_seq_conflicts_total")
+	if after != before {
+		t.Fatalf("%v seq conflicts in %d alternating sends through two edges, want 0", after-before, 2*rounds)
+	}
+}

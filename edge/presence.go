@@ -306,7 +306,7 @@ func (e *Edge) Typing(ctx context.Context, user, conv string) *Error {
 	for _, u := range m.Members {
 		if u != user {
 			// Only edges holding a connection of u hear its live subject.
-			_ = e.nc.Publish(e.h.Layout.Live(u), event.EncodeLive(0, 0, doc))
+			_ = e.nc.Publish(e.h.Layout.Live(u), event.EncodeLive(event.Live{Doc: doc}))
 		}
 	}
 	return nil

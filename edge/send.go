@@ -159,6 +159,8 @@ func (e *Edge) commit(ctx context.Context, st *convState, conv, dedupID string, 
 			if err := e.loadLast(ctx, conv, st); err != nil {
 				return nil, errUnavailable("store", err)
 			}
+		} else {
+			st.takeHint()
 		}
 		if cerr := check(st.meta); cerr != nil {
 			return nil, cerr
@@ -222,6 +224,27 @@ func (e *Edge) freshMeta(ctx context.Context, conv string) (*event.Meta, uint64,
 	return st.meta, st.seq, nil
 }
 
+// receiptMeta is what a receipt up to seq is checked against: for a direct
+// conversation whose last seq this edge knows to be at least seq, what it
+// knows (its members never change; no read); else the metadata and last
+// seq read now.
+func (e *Edge) receiptMeta(ctx context.Context, conv string, seq uint64) (*event.Meta, uint64, error) {
+	m, st, err := e.meta(ctx, conv)
+	if err != nil || m == nil {
+		return nil, 0, err
+	}
+	if m.Kind == event.ConvDirect {
+		st.mu.Lock()
+		st.takeHint()
+		known, last := st.loaded, st.seq
+		st.mu.Unlock()
+		if known && seq <= last {
+			return m, last, nil
+		}
+	}
+	return e.freshMeta(ctx, conv)
+}
+
 // ReceiptRequest is a receipt frame or POST /v1/receipts body.
 type ReceiptRequest struct {
 	Conv   string `json:"conv"`
@@ -246,21 +269,29 @@ func (e *Edge) Receipt(ctx context.Context, user string, r *ReceiptRequest) *Err
 	defer e.inflight.leave()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
-	m, last, err := e.freshMeta(ctx, r.Conv)
+	seq := uint64(*r.Seq)
+	m, last, err := e.receiptMeta(ctx, r.Conv, seq)
 	if err != nil {
 		return errUnavailable("receipt", err)
 	}
 	if m == nil || !m.Has(user) {
 		return errForbidden
 	}
-	seq := uint64(*r.Seq)
 	if seq > last {
 		return errf(CodeBadRequest, "seq %d is beyond the last event %d of the conversation", seq, last)
 	}
-	data, _ := json.Marshal(event.Receipt{
+	rc := event.Receipt{
 		V: event.Version, Type: event.TypeReceipt, Conv: r.Conv, Seq: seq,
 		User: user, Status: r.Status, TS: time.Now().UnixMilli(),
-	})
+	}
+	if m.Kind == event.ConvDirect {
+		for _, u := range m.Members {
+			if u != user {
+				rc.Peer = u
+			}
+		}
+	}
+	data, _ := json.Marshal(rc)
 	if _, err := e.js.Publish(ctx, e.h.Layout.Receipts(r.Conv), data); err != nil {
 		e.log.Warn("store receipt", zap.Error(err))
 		return errUnavailable("receipt", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -460,7 +461,11 @@ func (w *worker) send(a sendArgs) sendReply {
 			if due > now {
 				break
 			}
-			ri := k % len(a.Routes)
+			// Each worker starts its round of routes at another point
+			// (golden-ratio phases), so that the two users of a pair, who
+			// are in different workers, do not send at the same instant.
+			phase := int(math.Mod(float64(w.idx)*0.6180339887, 1) * float64(len(a.Routes)))
+			ri := (k + phase) % len(a.Routes)
 			c, to := senders[ri], a.Routes[ri][1]
 			id := a.Tag + "-" + strconv.Itoa(w.idx) + "-" + strconv.Itoa(k)
 			text := makeText(a.Tag, due, a.TextSize)

@@ -181,7 +181,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		a.presence = ps
 	}
 	if cmd == "all" || cmd == "fanout" {
-		f, err := fanout.New(fanout.Config{Shards: cfg.FanoutShards}, nc, js, h, a.log, reg)
+		f, err := fanout.New(fanout.Config{Shards: cfg.FanoutShards, CheckpointEvery: cfg.FanoutFlush}, nc, js, h, a.log, reg)
 		if err != nil {
 			return fail(err)
 		}

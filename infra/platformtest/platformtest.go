@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -77,11 +78,13 @@ type Platform struct {
 
 // Edge is one running edge.
 type Edge struct {
-	Edge   *edge.Edge
-	HTTP   *httptest.Server
-	NC     *nats.Conn
-	cancel context.CancelFunc
-	done   chan struct{}
+	Edge *edge.Edge
+	HTTP *httptest.Server
+	NC   *nats.Conn
+	// Metrics is the edge's own registry, for tests that read a counter.
+	Metrics *prometheus.Registry
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 type running struct {
@@ -313,7 +316,8 @@ func (p *Platform) StartEdge(cfg edge.Config) int {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	d := edge.Deps{NC: nc, JS: js, Handles: h, Verifier: v, Log: p.Log}
+	reg := prometheus.NewRegistry()
+	d := edge.Deps{NC: nc, JS: js, Handles: h, Verifier: v, Log: p.Log, Metrics: reg}
 	if p.CH != nil {
 		d.Projection = &history.ClickHouse{Conn: p.CH}
 	}
@@ -325,12 +329,30 @@ func (p *Platform) StartEdge(cfg edge.Config) int {
 	e.Routes(mux)
 	srv := httptest.NewServer(mux)
 	ctx, cancel := context.WithCancel(context.Background())
-	pe := &Edge{Edge: e, HTTP: srv, NC: nc, cancel: cancel, done: make(chan struct{})}
+	pe := &Edge{Edge: e, HTTP: srv, NC: nc, Metrics: reg, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(pe.done); _ = e.Run(ctx) }()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.Edges = append(p.Edges, pe)
 	return len(p.Edges) - 1
+}
+
+// Counter is the value of the edge's counter name (0 when it was never set).
+func (e *Edge) Counter(name string) float64 {
+	mfs, err := e.Metrics.Gather()
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
 }
 
 func (e *Edge) stop() {

@@ -58,7 +58,8 @@ type Msg struct {
 }
 
 // Receipt is a stored receipt: user has everything up to Seq of Conv in the
-// given status. Receipts carry no conversation seq of their own.
+// given status. Receipts carry no conversation seq of their own. Peer, in a
+// direct conversation, is its other member: whom to tell, without a lookup.
 type Receipt struct {
 	V      int    `json:"v"`
 	Type   string `json:"type"`
@@ -67,6 +68,7 @@ type Receipt struct {
 	User   string `json:"user"`
 	Status string `json:"status"`
 	TS     int64  `json:"ts"`
+	Peer   string `json:"peer,omitempty"`
 }
 
 // Head is the part of any stored event needed to route it.

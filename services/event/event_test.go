@@ -44,11 +44,11 @@ func TestWithCursorAndParse(t *testing.T) {
 }
 
 func TestLiveAndSources(t *testing.T) {
-	seq, prev, doc, err := event.DecodeLive(event.EncodeLive(9, 4, []byte("{}")))
-	if err != nil || seq != 9 || prev != 4 || string(doc) != "{}" {
-		t.Fatalf("%d %d %s %v", seq, prev, doc, err)
+	l, err := event.DecodeLive(event.EncodeLive(event.Live{Seq: 9, Prev: 4, Src: 77, Doc: []byte("{}")}))
+	if err != nil || l.Seq != 9 || l.Prev != 4 || l.Src != 77 || string(l.Doc) != "{}" {
+		t.Fatalf("%+v %v", l, err)
 	}
-	if _, _, _, err := event.DecodeLive([]byte("short")); err == nil {
+	if _, err := event.DecodeLive([]byte("short")); err == nil {
 		t.Fatal("short announcement decoded")
 	}
 	v := event.DecodeSources(event.EncodeSources([]uint64{1, 0, 77}), 4)

@@ -9,30 +9,45 @@ import (
 
 // A live announcement is what the fan-out publishes on a user's live
 // subject after storing an entry in the user's queue: the entry's queue
-// sequence, the sequence of the user's previous entry, then the stored
-// document. Prev lets an edge see a gap (a dropped announcement) at once and
-// refill it from the queue.
-const liveHeaderLen = 16
+// sequence, the sequence of the user's previous entry, the sequence of the
+// source event in its conversation stream, then the stored document. Prev
+// lets an edge see a gap (a dropped announcement) at once and refill it
+// from the queue; Src lets it learn a conversation's last stored event
+// without reading the stream (the next send's expected sequence).
+const liveHeaderLen = 24
 
-// EncodeLive builds a live announcement. Seq 0 is a nudge: "catch up from
-// the queue", sent when entries may have been stored unannounced.
-func EncodeLive(seq, prev uint64, doc []byte) []byte {
-	out := make([]byte, liveHeaderLen+len(doc))
-	binary.BigEndian.PutUint64(out[0:8], seq)
-	binary.BigEndian.PutUint64(out[8:16], prev)
-	copy(out[liveHeaderLen:], doc)
+// Live is a live announcement taken apart. Seq 0 is a nudge ("catch up from
+// the queue", sent when entries may have been stored unannounced) or, with
+// a Doc, a live-only event (typing, group receipts) that is never stored.
+type Live struct {
+	Seq, Prev, Src uint64
+	Doc            []byte
+}
+
+// EncodeLive builds a live announcement.
+func EncodeLive(l Live) []byte {
+	out := make([]byte, liveHeaderLen+len(l.Doc))
+	binary.BigEndian.PutUint64(out[0:8], l.Seq)
+	binary.BigEndian.PutUint64(out[8:16], l.Prev)
+	binary.BigEndian.PutUint64(out[16:24], l.Src)
+	copy(out[liveHeaderLen:], l.Doc)
 	return out
 }
 
 // ErrBadLive is returned for a live announcement too short to be one.
 var ErrBadLive = errors.New("event: bad live announcement")
 
-// DecodeLive takes a live announcement apart; doc aliases data.
-func DecodeLive(data []byte) (seq, prev uint64, doc []byte, err error) {
+// DecodeLive takes a live announcement apart; its Doc aliases data.
+func DecodeLive(data []byte) (Live, error) {
 	if len(data) < liveHeaderLen {
-		return 0, 0, nil, ErrBadLive
+		return Live{}, ErrBadLive
 	}
-	return binary.BigEndian.Uint64(data[0:8]), binary.BigEndian.Uint64(data[8:16]), data[liveHeaderLen:], nil
+	return Live{
+		Seq:  binary.BigEndian.Uint64(data[0:8]),
+		Prev: binary.BigEndian.Uint64(data[8:16]),
+		Src:  binary.BigEndian.Uint64(data[16:24]),
+		Doc:  data[liveHeaderLen:],
+	}, nil
 }
 
 // SourceHeader is the queue-entry header that records, per conversation

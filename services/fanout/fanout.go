@@ -281,14 +281,16 @@ func (f *Fanout) dispatch(ctx context.Context, mc *metaCache, p int, seq uint64,
 		return true
 	}
 	var recipients []string
-	doc := data
+	w := write{doc: data, part: p, src: seq, fl: fl}
 	switch sp.Prefix {
 	case subjects.ConvPrefix:
 		f.m.events.WithLabelValues(event.TypeMsg).Inc()
-		recipients, err = f.msgRecipients(ctx, mc, data)
+		w.msg = new(event.Msg)
+		recipients, err = f.msgRecipients(ctx, mc, data, w.msg)
 	case subjects.ReceiptPrefix:
 		f.m.events.WithLabelValues(event.TypeReceipt).Inc()
-		recipients, doc, err = f.receipt(ctx, mc, seq, data)
+		w.rcpt = new(receiptDoc)
+		recipients, w.doc, err = f.receipt(ctx, mc, seq, data, w.rcpt)
 	}
 	if ctx.Err() != nil {
 		return false
@@ -300,16 +302,17 @@ func (f *Fanout) dispatch(ctx context.Context, mc *metaCache, p int, seq uint64,
 	}
 	fl.start(seq, len(recipients))
 	for _, u := range recipients {
-		f.shardOf(u).in <- write{user: u, doc: doc, part: p, src: seq, fl: fl}
+		w.user = u
+		f.shardOf(u).in <- w
 	}
 	return true
 }
 
 // msgRecipients: for a direct message its two members; for a group event
 // the members as of its seq (and a removed member gets its own removal).
-func (f *Fanout) msgRecipients(ctx context.Context, mc *metaCache, data []byte) ([]string, error) {
-	var m event.Msg
-	if err := json.Unmarshal(data, &m); err != nil {
+// The event is decoded into m, once for all its recipients.
+func (f *Fanout) msgRecipients(ctx context.Context, mc *metaCache, data []byte, m *event.Msg) ([]string, error) {
+	if err := json.Unmarshal(data, m); err != nil {
 		return nil, fmt.Errorf("decode msg: %w", err)
 	}
 	if m.To != "" {

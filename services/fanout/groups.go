@@ -113,7 +113,7 @@ func (f *Fanout) runLiveReceipts(stop <-chan struct{}, every time.Duration) {
 		for _, p := range pending {
 			for _, u := range p.members {
 				if u != p.reader {
-					_ = f.nc.Publish(f.h.Layout.Live(u), event.EncodeLive(0, 0, p.doc))
+					_ = f.nc.Publish(f.h.Layout.Live(u), event.EncodeLive(event.Live{Doc: p.doc}))
 				}
 			}
 		}

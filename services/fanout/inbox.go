@@ -38,32 +38,31 @@ func newInboxCache(max int) *inboxCache {
 }
 
 // apply folds a queue entry of user into the user's summary of its conversation.
-func (s *shard) applyInbox(ctx context.Context, user string, doc []byte) {
-	h, err := event.DecodeHead(doc)
-	if err != nil || h.Conv == "" {
+func (s *shard) applyInbox(ctx context.Context, w write) {
+	var conv string
+	switch {
+	case w.msg != nil:
+		conv = w.msg.Conv
+	case w.rcpt != nil && w.rcpt.User == w.user:
+		conv = w.rcpt.Conv
+	}
+	if conv == "" {
 		return
 	}
-	e, err := s.inboxEntry(ctx, user, h.Conv)
+	e, err := s.inboxEntry(ctx, w.user, conv)
 	if err != nil {
-		s.f.log.Warn("read summary", zap.String("user", user), zap.Error(err))
+		s.f.log.Warn("read summary", zap.String("user", w.user), zap.Error(err))
 		return
 	}
 	changed := false
-	switch h.Type {
-	case event.TypeMsg:
-		var m event.Msg
-		if json.Unmarshal(doc, &m) == nil {
-			changed = e.s.ApplyMsg(user, &m, doc)
-		}
-	case event.TypeReceipt:
-		var r receiptDoc
-		if json.Unmarshal(doc, &r) == nil && r.User == user {
-			changed = e.s.ApplyReceipt(r.Seq, r.Status)
-		}
+	if w.msg != nil {
+		changed = e.s.ApplyMsg(w.user, w.msg, w.doc)
+	} else {
+		changed = e.s.ApplyReceipt(w.rcpt.Seq, w.rcpt.Status)
 	}
 	if changed {
 		e.dirty = true
-		s.inbox.dirty[inboxKey{user, h.Conv}] = e
+		s.inbox.dirty[inboxKey{w.user, conv}] = e
 	}
 }
 

@@ -144,8 +144,9 @@ type receiptDoc struct {
 
 // receipt applies a stored receipt and returns who gets told and what: in
 // a direct conversation both members; in a group only the reader's own
-// devices, the others get a coalesced live event.
-func (f *Fanout) receipt(ctx context.Context, mc *metaCache, src uint64, data []byte) ([]string, []byte, error) {
+// devices, the others get a coalesced live event. What it tells is
+// decoded into rd too.
+func (f *Fanout) receipt(ctx context.Context, mc *metaCache, src uint64, data []byte, rd *receiptDoc) ([]string, []byte, error) {
 	var r event.Receipt
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, nil, fmt.Errorf("decode receipt: %w", err)
@@ -154,8 +155,13 @@ func (f *Fanout) receipt(ctx context.Context, mc *metaCache, src uint64, data []
 	if err != nil || !tell {
 		return nil, nil, err
 	}
-	doc, _ := json.Marshal(receiptDoc{Type: event.TypeReceipt, Conv: r.Conv, Seq: r.Seq, User: r.User, Status: status})
+	*rd = receiptDoc{Type: event.TypeReceipt, Conv: r.Conv, Seq: r.Seq, User: r.User, Status: status}
+	doc, _ := json.Marshal(rd)
 	if r.Conv[0] != 'g' {
+		if r.Peer != "" {
+			return []string{r.User, r.Peer}, doc, nil
+		}
+		// Written before receipts named the other member.
 		entry, err := f.h.Convs.Get(ctx, r.Conv)
 		if err != nil {
 			return nil, nil, fmt.Errorf("members of %s: %w", r.Conv, err)

@@ -18,6 +18,10 @@ type write struct {
 	flush chan struct{} // when set: store the changed summaries, then close it
 	user  string
 	doc   []byte
+	// The decoded event, shared read-only by every recipient's write:
+	// exactly one of msg and rcpt is set (rcpt holds what doc says).
+	msg   *event.Msg
+	rcpt  *receiptDoc
 	part  int    // conversation stream it comes from
 	src   uint64 // its sequence there
 	fl    *floor
@@ -80,7 +84,7 @@ func (s *shard) run(ctx context.Context) {
 			continue
 		}
 		s.store(ctx, w)
-		s.applyInbox(ctx, w.user, w.doc)
+		s.applyInbox(ctx, w)
 		w.fl.finish(w.src)
 	}
 	s.flushInbox(ctx)
@@ -119,7 +123,7 @@ func (s *shard) store(ctx context.Context, w write) {
 				// entry without announcing it: nudge the user's edges to
 				// catch up from the queue.
 				pos.fromStore = false
-				_ = f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(0, 0, nil))
+				_ = f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(event.Live{}))
 			}
 			return
 		}
@@ -147,11 +151,21 @@ func (s *shard) store(ctx context.Context, w write) {
 		pos.last, pos.srcs, pos.fromStore = ack.Sequence, srcs, false
 		// The announcement is best effort: an edge that misses it sees the
 		// gap in the next one's prev, or refills on reconnect.
-		if err := f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(ack.Sequence, prev, w.doc)); err != nil {
+		if err := f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(event.Live{Seq: ack.Sequence, Prev: prev, Src: w.srcOf(), Doc: w.doc})); err != nil {
 			f.log.Debug("announce", zap.Error(err))
 		}
 		return
 	}
+}
+
+// srcOf is what an announcement of w says of its source: the stream
+// sequence of a text message (from which an edge learns the conversation's
+// last stored event), else 0.
+func (w write) srcOf() uint64 {
+	if w.msg != nil && w.msg.Kind == event.KindText {
+		return w.src
+	}
+	return 0
 }
 
 func isConflict(err error) bool {
