@@ -141,13 +141,17 @@ func (e *Edge) stop() { e.stopOnce.Do(func() { close(e.stopping) }) }
 // keepAlive pings connections, closes idle ones and those whose token expired.
 func (e *Edge) keepAlive(now time.Time) {
 	for _, s := range e.hub.all() {
+		ws, _ := s.out.(*wsSink)
+		if ws != nil {
+			ws.armDeadline()
+		}
 		switch {
 		case !s.exp.IsZero() && now.After(s.exp):
 			s.close(closeTokenExpiry, "token expired")
 		case now.Sub(time.Unix(0, s.lastRead.Load())) > e.cfg.IdleTimeout:
 			s.close(closeGoingAway, "idle")
 		case now.Sub(time.Unix(0, s.lastRead.Load())) > e.cfg.PingInterval:
-			if ws, ok := s.out.(*wsSink); ok {
+			if ws != nil {
 				ws.ping()
 			}
 		}

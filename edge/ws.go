@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -30,10 +31,25 @@ func (x *sessionSlot) Range(f func(string, any) bool) {
 	}
 }
 
-// wsSink writes frames to a gws connection through its ordered async queue.
+// wsSink is one WebSocket connection: the session's sink, writing frames
+// through gws's ordered async queue.
+//
+// gws reads each connection on a goroutine of its own, parked in a read for
+// as long as the connection is idle, and a goroutine keeps the largest stack
+// it ever needed. So nothing deeper than that read runs on it: frames are
+// handled on a goroutine of their own (OnMessage), and a control frame only
+// notes the time (alive). The read deadline, IdleTimeout after the client's
+// last frame, is moved by the frame's handler, and for control frames by
+// keepAlive every PingInterval/2 (or at once, off the read goroutine, if it
+// would pass before then). The read goroutine's stack stays at the runtime's
+// smallest, 2 KiB instead of 4 (measured: BenchmarkIdleConnection).
 type wsSink struct {
-	c       *gws.Conn
-	closeMu sync.Once
+	c        *gws.Conn
+	s        *session
+	idle     time.Duration
+	armMu    sync.Mutex
+	deadline atomic.Int64 // unix nanos of the read deadline
+	closeMu  sync.Once
 }
 
 func (w *wsSink) write(frame []byte, done func()) {
@@ -49,6 +65,18 @@ func (w *wsSink) close(code uint16, reason string) {
 		_ = w.c.WriteClose(code, []byte(reason))
 		_ = w.c.NetConn().Close()
 	})
+}
+
+// armDeadline moves the read deadline to IdleTimeout after the client's
+// last frame, never back.
+func (w *wsSink) armDeadline() {
+	w.armMu.Lock()
+	defer w.armMu.Unlock()
+	d := time.Unix(0, w.s.lastRead.Load()).Add(w.idle)
+	if d.UnixNano() > w.deadline.Load() {
+		w.deadline.Store(d.UnixNano())
+		_ = w.c.NetConn().SetReadDeadline(d)
+	}
 }
 
 // ServeWS is GET /v1/ws: authenticate, check the origin, upgrade.
@@ -77,8 +105,11 @@ func (e *Edge) ServeWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // gws answered the client
 	}
-	s := &session{e: e, user: user, device: device, exp: exp, out: &wsSink{c: socket}, replaying: true}
+	ws := &wsSink{c: socket, idle: e.cfg.IdleTimeout}
+	s := &session{e: e, user: user, device: device, exp: exp, out: ws, replaying: true}
+	ws.s = s
 	s.lastRead.Store(time.Now().UnixNano())
+	ws.armDeadline()
 	socket.Session().Store("s", s)
 	if err := e.hub.add(s); err != nil {
 		e.log.Warn("subscribe live", zap.Error(err))
@@ -145,9 +176,7 @@ func sessionOf(c *gws.Conn) *session {
 	return s
 }
 
-func (h *wsHandler) OnOpen(c *gws.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(h.e.cfg.IdleTimeout))
-}
+func (h *wsHandler) OnOpen(*gws.Conn) {} // the read deadline is set in ServeWS
 
 func (h *wsHandler) OnClose(c *gws.Conn, _ error) {
 	if s := sessionOf(c); s != nil {
@@ -159,10 +188,18 @@ func (h *wsHandler) OnClose(c *gws.Conn, _ error) {
 	}
 }
 
+// alive notes a frame from the client. It runs on the read goroutine
+// (control frames): the read deadline is moved by keepAlive, unless it
+// would pass before keepAlive's next round.
 func (h *wsHandler) alive(c *gws.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(h.e.cfg.IdleTimeout))
-	if s := sessionOf(c); s != nil {
-		s.lastRead.Store(time.Now().UnixNano())
+	s := sessionOf(c)
+	if s == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	s.lastRead.Store(now)
+	if ws, ok := s.out.(*wsSink); ok && ws.deadline.Load()-now < int64(h.e.cfg.PingInterval) {
+		go ws.armDeadline()
 	}
 }
 
@@ -186,12 +223,28 @@ type inFrame struct {
 	Users  []string `json:"users"`
 }
 
+// OnMessage handles the frame on a goroutine of its own and waits for it:
+// frames are still handled one at a time, in order, but the kilobytes of
+// stack the handling needs (JSON, a send awaiting its store) are not kept
+// by the read goroutine for the connection's whole life.
 func (h *wsHandler) OnMessage(c *gws.Conn, msg *gws.Message) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.handle(c, msg)
+	}()
+	<-done
+}
+
+func (h *wsHandler) handle(c *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
-	h.alive(c)
 	s := sessionOf(c)
 	if s == nil {
 		return
+	}
+	s.lastRead.Store(time.Now().UnixNano())
+	if ws, ok := s.out.(*wsSink); ok {
+		ws.armDeadline() // before the next read: exactly IdleTimeout after this frame
 	}
 	if msg.Opcode != gws.OpcodeText {
 		s.send(errf(CodeBadRequest, "binary frames are not accepted").frame(""))
