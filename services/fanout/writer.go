@@ -20,11 +20,11 @@ type write struct {
 	doc   []byte
 	// The decoded event, shared read-only by every recipient's write:
 	// exactly one of msg and rcpt is set (rcpt holds what doc says).
-	msg   *event.Msg
-	rcpt  *receiptDoc
-	part  int    // conversation stream it comes from
-	src   uint64 // its sequence there
-	fl    *floor
+	msg  *event.Msg
+	rcpt *receiptDoc
+	part int    // conversation stream it comes from
+	src  uint64 // its sequence there
+	fl   *floor
 }
 
 // queuePos is what a shard knows of a user's queue: the last sequence and
@@ -76,18 +76,184 @@ type shard struct {
 	inbox *inboxCache
 }
 
+// maxBatch bounds the writes a shard has in flight at once: with the
+// default 64 shards, under the client's limit of pending async publishes.
+const maxBatch = 32
+
 func (s *shard) run(ctx context.Context) {
+	batch := make([]write, 0, maxBatch)
 	for w := range s.in {
-		if w.flush != nil {
-			s.flushInbox(ctx)
-			close(w.flush)
-			continue
+		batch = append(batch[:0], w)
+	gather: // what is already waiting goes in the same batch
+		for len(batch) < maxBatch {
+			select {
+			case w, ok := <-s.in:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, w)
+			default:
+				break gather
+			}
 		}
-		s.store(ctx, w)
-		s.applyInbox(ctx, w)
-		w.fl.finish(w.src)
+		s.runBatch(ctx, batch)
 	}
 	s.flushInbox(ctx)
+}
+
+// runBatch handles writes in their order, storing together the writes of a
+// run without a flush request and with one write per user (the next write
+// of a user waits for the previous one's sequence).
+func (s *shard) runBatch(ctx context.Context, batch []write) {
+	users := make(map[string]bool, len(batch))
+	start := 0
+	handle := func(end int) {
+		seg := batch[start:end]
+		if len(seg) == 0 {
+			return
+		}
+		s.storeAll(ctx, seg)
+		for _, w := range seg {
+			s.applyInbox(ctx, w)
+			w.fl.finish(w.src)
+		}
+		start = end
+		clear(users)
+	}
+	for i, w := range batch {
+		if w.flush != nil {
+			handle(i)
+			s.flushInbox(ctx)
+			close(w.flush)
+			start = i + 1
+			continue
+		}
+		if users[w.user] {
+			handle(i)
+		}
+		users[w.user] = true
+	}
+	handle(len(batch))
+}
+
+// inFlight is a queue write published and awaiting its PubAck.
+type inFlight struct {
+	w    write
+	pos  *queuePos
+	srcs []uint64
+	fut  jetstream.PubAckFuture
+}
+
+// storeAll writes ws (one per user) into their users' queues: published
+// together, their acks awaited together. A write that fails or times out
+// goes through store, one at a time with retries.
+func (s *shard) storeAll(ctx context.Context, ws []write) {
+	if len(ws) == 1 {
+		s.store(ctx, ws[0])
+		return
+	}
+	f := s.f
+	var sent []inFlight
+	var slow []write
+	start := time.Now()
+	for _, w := range ws {
+		pos, err := s.position(ctx, w.user)
+		if err != nil {
+			slow = append(slow, w)
+			continue
+		}
+		msg, srcs, skip := s.entry(w, pos)
+		if skip {
+			continue
+		}
+		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(pos.last))
+		if err != nil {
+			s.users.drop(w.user)
+			slow = append(slow, w)
+			continue
+		}
+		sent = append(sent, inFlight{w, pos, srcs, fut})
+	}
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	expired := false
+	for _, p := range sent {
+		if expired {
+			s.users.drop(p.w.user)
+			slow = append(slow, p.w)
+			continue
+		}
+		select {
+		case ack := <-p.fut.Ok():
+			f.m.writeTime.Observe(time.Since(start).Seconds())
+			s.stored(p.w, p.pos, p.srcs, ack.Sequence)
+		case err := <-p.fut.Err():
+			s.users.drop(p.w.user)
+			if isConflict(err) {
+				f.m.conflicts.Inc()
+			} else {
+				f.log.Warn("write queue entry", zap.String("user", p.w.user), zap.Error(err))
+			}
+			slow = append(slow, p.w)
+		case <-timeout.C:
+			// Its ack may still come: the retry then finds the entry stored.
+			expired = true
+			s.users.drop(p.w.user)
+			slow = append(slow, p.w)
+		}
+	}
+	for _, w := range slow {
+		s.store(ctx, w)
+	}
+}
+
+// position is what the shard knows of user's queue, read from the stream
+// when it knows nothing.
+func (s *shard) position(ctx context.Context, user string) (*queuePos, error) {
+	if pos := s.users.get(user); pos != nil {
+		return pos, nil
+	}
+	pos, err := s.load(ctx, user)
+	if err != nil {
+		s.f.log.Warn("read queue position", zap.String("user", user), zap.Error(err))
+		return nil, err
+	}
+	s.users.put(user, pos)
+	return pos, nil
+}
+
+// entry builds the queue entry of w after pos, or reports that the queue
+// has it already (skip; the user's edges are nudged when pos was read back
+// from the stream: a write before a crash or a lost PubAck may have stored
+// the entry without announcing it).
+func (s *shard) entry(w write, pos *queuePos) (msg *nats.Msg, srcs []uint64, skip bool) {
+	f := s.f
+	if pos.srcs[w.part] >= w.src {
+		f.m.skipped.Inc()
+		if pos.fromStore {
+			pos.fromStore = false
+			_ = f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(event.Live{}))
+		}
+		return nil, nil, true
+	}
+	srcs = append([]uint64(nil), pos.srcs...)
+	srcs[w.part] = w.src
+	msg = &nats.Msg{Subject: f.h.Layout.Queue(w.user), Data: w.doc, Header: nats.Header{}}
+	msg.Header.Set(event.SourceHeader, event.EncodeSources(srcs))
+	return msg, srcs, false
+}
+
+// stored records w's entry at queue sequence seq and announces it. The
+// announcement is best effort: an edge that misses it sees the gap in the
+// next one's prev, or refills on reconnect.
+func (s *shard) stored(w write, pos *queuePos, srcs []uint64, seq uint64) {
+	f := s.f
+	f.m.writes.Inc()
+	prev := pos.last
+	pos.last, pos.srcs, pos.fromStore = seq, srcs, false
+	if err := f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(event.Live{Seq: seq, Prev: prev, Src: w.srcOf(), Doc: w.doc})); err != nil {
+		f.log.Debug("announce", zap.Error(err))
+	}
 }
 
 // store writes w into its user's queue unless it is there already, retrying
@@ -107,30 +273,14 @@ func (s *shard) store(ctx context.Context, w write) {
 				backoff *= 2
 			}
 		}
-		pos := s.users.get(w.user)
-		if pos == nil {
-			var err error
-			if pos, err = s.load(ctx, w.user); err != nil {
-				f.log.Warn("read queue position", zap.String("user", w.user), zap.Error(err))
-				continue
-			}
-			s.users.put(w.user, pos)
+		pos, err := s.position(ctx, w.user)
+		if err != nil {
+			continue
 		}
-		if pos.srcs[w.part] >= w.src {
-			f.m.skipped.Inc()
-			if pos.fromStore {
-				// A write before a crash or a lost PubAck may have stored the
-				// entry without announcing it: nudge the user's edges to
-				// catch up from the queue.
-				pos.fromStore = false
-				_ = f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(event.Live{}))
-			}
+		msg, srcs, skip := s.entry(w, pos)
+		if skip {
 			return
 		}
-		srcs := append([]uint64(nil), pos.srcs...)
-		srcs[w.part] = w.src
-		msg := &nats.Msg{Subject: f.h.Layout.Queue(w.user), Data: w.doc, Header: nats.Header{}}
-		msg.Header.Set(event.SourceHeader, event.EncodeSources(srcs))
 		start := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		ack, err := f.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequencePerSubject(pos.last))
@@ -146,14 +296,7 @@ func (s *shard) store(ctx context.Context, w write) {
 			continue
 		}
 		f.m.writeTime.Observe(time.Since(start).Seconds())
-		f.m.writes.Inc()
-		prev := pos.last
-		pos.last, pos.srcs, pos.fromStore = ack.Sequence, srcs, false
-		// The announcement is best effort: an edge that misses it sees the
-		// gap in the next one's prev, or refills on reconnect.
-		if err := f.nc.Publish(f.h.Layout.Live(w.user), event.EncodeLive(event.Live{Seq: ack.Sequence, Prev: prev, Src: w.srcOf(), Doc: w.doc})); err != nil {
-			f.log.Debug("announce", zap.Error(err))
-		}
+		s.stored(w, pos, srcs, ack.Sequence)
 		return
 	}
 }
