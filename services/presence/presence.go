@@ -42,11 +42,24 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// user is what the service keeps per user it has heard of and not yet told
+// offline: a few words per connected user (most are on one edge).
 type user struct {
-	edges    map[string]bool // edges holding a connection of the user
-	told     string          // status watchers were last told ("" = offline)
-	lastSeen int64           // ms: when the user was last connected
-	timer    *time.Timer
+	edges    []*edgeState // edges holding a connection of the user
+	told     string       // status watchers were last told ("" = offline)
+	lastSeen int64        // ms: when the user was last connected
+	timer    *time.Timer  // the pending check; nil once it ran
+	gen      uint32       // which check is pending: an older one does nothing
+}
+
+// holds tells whether e holds a connection of u.
+func (u *user) holds(e *edgeState) bool {
+	for _, x := range u.edges {
+		if x == e {
+			return true
+		}
+	}
+	return false
 }
 
 type edgeState struct {
@@ -143,7 +156,7 @@ func (s *Service) onEvent(m *nats.Msg) {
 	} else {
 		delete(e.users, r.User)
 	}
-	s.setEdge(r.User, r.Edge, r.On)
+	s.setEdge(r.User, e, r.On)
 }
 
 func (s *Service) onHeartbeat(m *nats.Msg) {
@@ -173,7 +186,7 @@ func (s *Service) onSync(m *nats.Msg) {
 		e.pending[u] = true
 		if !e.users[u] {
 			e.users[u] = true
-			s.setEdge(u, r.Edge, true)
+			s.setEdge(u, e, true)
 		}
 	}
 	if !r.Last {
@@ -182,7 +195,7 @@ func (s *Service) onSync(m *nats.Msg) {
 	for u := range e.users {
 		if !e.pending[u] {
 			delete(e.users, u)
-			s.setEdge(u, r.Edge, false)
+			s.setEdge(u, e, false)
 		}
 	}
 	e.pending = nil
@@ -198,28 +211,39 @@ func (s *Service) expireEdges(now time.Time) {
 		}
 		s.log.Warn("edge silent: its users are gone", zap.String("edge", id), zap.Int("users", len(e.users)))
 		for u := range e.users {
-			s.setEdge(u, id, false)
+			s.setEdge(u, e, false)
 		}
 		delete(s.edges, id)
 	}
 }
 
-// setEdge records that edge holds (or no longer holds) user, and schedules
-// the check that tells a change once its delay has passed. s.mu is held.
-func (s *Service) setEdge(name, edge string, on bool) {
+// setEdge records that edge e holds (or no longer holds) user, and
+// schedules the check that tells a change once its delay has passed. s.mu
+// is held.
+func (s *Service) setEdge(name string, e *edgeState, on bool) {
 	u := s.users[name]
 	if u == nil {
 		if !on {
 			return
 		}
-		u = &user{edges: map[string]bool{}}
+		u = &user{}
 		s.users[name] = u
 	}
 	wasOnline := len(u.edges) > 0
 	if on {
-		u.edges[edge] = true
+		if !u.holds(e) {
+			u.edges = append(u.edges, e)
+		}
 	} else {
-		delete(u.edges, edge)
+		for i, x := range u.edges {
+			if x == e {
+				u.edges = append(u.edges[:i], u.edges[i+1:]...)
+				break
+			}
+		}
+		if len(u.edges) == 0 {
+			u.edges = nil
+		}
 	}
 	online := len(u.edges) > 0
 	if !online {
@@ -235,18 +259,22 @@ func (s *Service) setEdge(name, edge string, on bool) {
 	if !online {
 		delay = s.cfg.OfflineDelay
 	}
-	u.timer = time.AfterFunc(delay, func() { s.settle(name) })
+	u.gen++
+	gen := u.gen
+	u.timer = time.AfterFunc(delay, func() { s.settle(name, gen) })
 }
 
 // settle tells the user's state if it held for its delay and differs from
-// what was told.
-func (s *Service) settle(name string) {
+// what was told. gen is the check's: a check stopped too late (it had
+// already fired) does nothing.
+func (s *Service) settle(name string, gen uint32) {
 	s.mu.Lock()
 	u := s.users[name]
-	if u == nil {
+	if u == nil || u.gen != gen {
 		s.mu.Unlock()
 		return
 	}
+	u.timer = nil
 	status := event.StatusOffline
 	if len(u.edges) > 0 {
 		status = event.StatusOnline
