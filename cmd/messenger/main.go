@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -32,12 +33,44 @@ Every flag also reads MESSENGER_<FLAG>; run 'messenger <command> -h' for the fla
 `
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "all" || os.Args[1] == "edge") {
+		smallStacks()
+	}
 	if err := run(os.Args[1:]); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "messenger:", err)
 		}
 		os.Exit(2)
 	}
+}
+
+// smallStacks runs the binary again with GODEBUG=adaptivestackstart=0,
+// unless GODEBUG sets it already. Since Go 1.19 a new goroutine starts with
+// the average stack size the last GC saw, 4 or 8 KiB in an edge before its
+// connections are many, and gws's read goroutine of each connection keeps it
+// for the connection's whole life: a stack shrinks only when less than a
+// quarter of it is in use, and the read goroutine parks with about 1 KiB.
+// With the setting every goroutine starts at 2 KiB, enough for that read
+// goroutine (docs/BENCHMARKS.md, idle), and grows when it needs more.
+func smallStacks() {
+	godebug := os.Getenv("GODEBUG")
+	if strings.Contains(godebug, "adaptivestackstart=") {
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	if godebug != "" {
+		godebug += ","
+	}
+	env := []string{"GODEBUG=" + godebug + "adaptivestackstart=0"}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GODEBUG=") {
+			env = append(env, kv)
+		}
+	}
+	_ = syscall.Exec(exe, os.Args, env) // returns only if it failed: run as is
 }
 
 func run(args []string) error {
