@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,7 +141,13 @@ func (e *Edge) stop() { e.stopOnce.Do(func() { close(e.stopping) }) }
 
 // keepAlive pings connections, closes idle ones and those whose token expired.
 func (e *Edge) keepAlive(now time.Time) {
-	for _, s := range e.hub.all() {
+	for i, s := range e.hub.all() {
+		if i%64 == 63 {
+			// Each ping is written by a goroutine of gws's: let them run
+			// and end, rather than have one per connection at once (the
+			// runtime keeps every goroutine's descriptor for good).
+			runtime.Gosched()
+		}
 		ws, _ := s.out.(*wsSink)
 		if ws != nil {
 			ws.armDeadline()

@@ -81,6 +81,18 @@ type Service struct {
 	mu    sync.Mutex
 	users map[string]*user
 	edges map[string]*edgeState
+
+	// Changes to tell, per shard of users (one user's in order): told by
+	// a few goroutines, not one per change, as many connect at once.
+	tells [tellShards]tellQueue
+}
+
+const tellShards = 8
+
+type tellQueue struct {
+	mu   sync.Mutex
+	q    []event.Presence
+	wake chan struct{}
 }
 
 // New makes the presence service.
@@ -88,8 +100,12 @@ func New(cfg Config, nc *nats.Conn, h *streams.Handles, log *zap.Logger, reg pro
 	if nc == nil || h == nil || log == nil {
 		return nil, errors.New("presence: missing dependency")
 	}
-	return &Service{cfg: cfg.withDefaults(), nc: nc, h: h, log: log.With(zap.String("component", "presence")), m: newMetrics(reg),
-		users: map[string]*user{}, edges: map[string]*edgeState{}}, nil
+	s := &Service{cfg: cfg.withDefaults(), nc: nc, h: h, log: log.With(zap.String("component", "presence")), m: newMetrics(reg),
+		users: map[string]*user{}, edges: map[string]*edgeState{}}
+	for i := range s.tells {
+		s.tells[i].wake = make(chan struct{}, 1)
+	}
+	return s, nil
 }
 
 // Run serves until ctx ends.
@@ -111,6 +127,9 @@ func (s *Service) Run(ctx context.Context) error {
 			_ = sub.Unsubscribe()
 		}
 	}()
+	for i := range s.tells {
+		go s.teller(ctx, &s.tells[i])
+	}
 	// What edges hold right now: every edge answers with a full report.
 	_ = s.nc.Publish(subjects.PresenceResync, nil)
 	t := time.NewTicker(time.Second)
@@ -297,7 +316,32 @@ func (s *Service) settle(name string, gen uint32) {
 		delete(s.users, name)
 	}
 	s.mu.Unlock()
-	s.tell(p)
+	tq := &s.tells[subjects.Partition(name, tellShards)]
+	tq.mu.Lock()
+	tq.q = append(tq.q, p)
+	tq.mu.Unlock()
+	select {
+	case tq.wake <- struct{}{}:
+	default:
+	}
+}
+
+// teller tells the changes of one shard, in order, until ctx ends.
+func (s *Service) teller(ctx context.Context, tq *tellQueue) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tq.wake:
+		}
+		tq.mu.Lock()
+		q := tq.q
+		tq.q = nil
+		tq.mu.Unlock()
+		for _, p := range q {
+			s.tell(p)
+		}
+	}
 }
 
 func (s *Service) tell(p event.Presence) {
