@@ -62,8 +62,10 @@ type Config struct {
 	MaxWatch int
 	// MaxGroup bounds a group's members. Default 256.
 	MaxGroup int
-	// ReadBuffer is each WebSocket connection's read buffer in bytes. Larger
-	// frames are still read whole, in more system calls. Default 1024.
+	// ReadBuffer is each WebSocket connection's read buffer in bytes, held
+	// for the connection's life. Larger frames are still read whole, in one
+	// more system call. Default 256: most client frames (a receipt, a send
+	// of a short text) in one read.
 	ReadBuffer int
 	// TypingEvery: at most one typing event per user and conversation per
 	// this interval. Default 2s.
@@ -91,7 +93,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxHistoryPage, 100)
 	def(&c.MaxWatch, 500)
 	def(&c.MaxGroup, 256)
-	def(&c.ReadBuffer, 1024)
+	def(&c.ReadBuffer, 256)
 	if c.PresenceHeartbeat <= 0 {
 		c.PresenceHeartbeat = 5 * time.Second
 	}
