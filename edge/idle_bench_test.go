@@ -27,7 +27,9 @@ import (
 // pong, a ping and two text frames (one of 4 KiB), as a live client would
 // now and then, so the figures include what handling frames leaves behind.
 //
-//	go test -run '^$' -bench IdleConnection -benchtime 5000x ./edge/
+//	GODEBUG=adaptivestackstart=0 go test -run '^$' -bench IdleConnection -benchtime 5000x ./edge/
+//
+// (the setting cmd/messenger runs edges with: goroutines start at 2 KiB).
 func BenchmarkIdleConnection(b *testing.B) {
 	p := platformtest.Start(b, platformtest.Options{Edge: edgeConfig(func(c *edgeCfg) {
 		c.PingInterval, c.IdleTimeout = time.Hour, 2*time.Hour

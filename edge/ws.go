@@ -41,8 +41,9 @@ func (x *sessionSlot) Range(f func(string, any) bool) {
 // notes the time (alive). The read deadline, IdleTimeout after the client's
 // last frame, is moved by the frame's handler, and for control frames by
 // keepAlive every PingInterval/2 (or at once, off the read goroutine, if it
-// would pass before then). The read goroutine's stack stays at the runtime's
-// smallest, 2 KiB instead of 4 (measured: BenchmarkIdleConnection).
+// would pass before then). The read goroutine parks with about 1 KiB in use
+// and keeps a 2 KiB stack, if it starts with 2 KiB: cmd/messenger turns off
+// the runtime's larger initial stacks (measured: BenchmarkIdleConnection).
 type wsSink struct {
 	c        *gws.Conn
 	s        *session
