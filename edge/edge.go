@@ -50,6 +50,7 @@ type Edge struct {
 	stopOnce    sync.Once
 	draining    atomic.Bool
 	heads       headCache
+	frames      framePool
 }
 
 // Deps are what an edge works with.
@@ -103,6 +104,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		},
 	}
 	e.hub = newHub(e)
+	e.frames.start(frameWorkers, e.stopping)
 	e.heads.parts = make([]headEntry, len(h.Queue))
 	e.upgrader = gws.NewUpgrader(&wsHandler{e: e}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxFrame,

@@ -224,17 +224,51 @@ type inFrame struct {
 	Users  []string `json:"users"`
 }
 
-// OnMessage handles the frame on a goroutine of its own and waits for it:
-// frames are still handled one at a time, in order, but the kilobytes of
-// stack the handling needs (JSON, a send awaiting its store) are not kept
-// by the read goroutine for the connection's whole life.
+// OnMessage hands the frame to a frame worker and waits for it: frames are
+// still handled one at a time, in order, but the kilobytes of stack the
+// handling needs (JSON, a send awaiting its store) are neither kept by the
+// read goroutine for the connection's whole life nor grown anew per frame.
 func (h *wsHandler) OnMessage(c *gws.Conn, msg *gws.Message) {
 	done := make(chan struct{})
-	go func() {
+	h.e.frames.run(func() {
 		defer close(done)
 		h.handle(c, msg)
-	}()
+	})
 	<-done
+}
+
+// frameWorkers is how many long-lived goroutines handle frames; beyond
+// them (all busy, e.g. sends awaiting a slow store), a frame gets a
+// goroutine of its own.
+const frameWorkers = 64
+
+// framePool runs functions on idle workers, or on a goroutine of their own.
+type framePool struct {
+	jobs chan func()
+}
+
+func (p *framePool) start(n int, stop <-chan struct{}) {
+	p.jobs = make(chan func())
+	for i := 0; i < n; i++ {
+		go func() {
+			for {
+				select {
+				case f := <-p.jobs:
+					f()
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+}
+
+func (p *framePool) run(f func()) {
+	select {
+	case p.jobs <- f: // an idle worker took it
+	default:
+		go f()
+	}
 }
 
 func (h *wsHandler) handle(c *gws.Conn, msg *gws.Message) {
