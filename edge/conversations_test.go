@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"messenger/infra/platformtest"
+	"messenger/services/fanout"
 )
 
 type convList struct {
@@ -84,5 +85,30 @@ func TestConversationList(t *testing.T) {
 	var empty convList
 	if code := api(t, "GET", p.HTTP(0)+"/v1/conversations", p.Token("nobody"), nil, &empty); code != 200 || empty.Conversations == nil || len(empty.Conversations) != 0 {
 		t.Fatalf("empty list: %d %+v", code, empty)
+	}
+}
+
+// The list shows every event the fan-out has handled, however long its
+// flush interval: reading it asks the fan-out to store the reader's
+// summaries first.
+func TestConversationListAsksTheFanoutToFlush(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2, Edge: historyEdge, Fanout: fanout.Config{CheckpointEvery: time.Hour}})
+	amy, arec := dial(t, p, "amy", []int{0}, dialOpts{})
+	_, brec := dial(t, p, "ben", []int{1}, dialOpts{})
+	ack := send(t, amy, "ben", "", "first words")
+	brec.waitMsgs(t, 1)
+	arec.waitMsgs(t, 1)
+	for _, c := range []struct {
+		user   string
+		unread int
+	}{{"ben", 1}, {"amy", 0}} {
+		var l convList
+		if code := api(t, "GET", p.HTTP(0)+"/v1/conversations", p.Token(c.user), nil, &l); code != 200 {
+			t.Fatalf("%s: GET /v1/conversations: %d", c.user, code)
+		}
+		if len(l.Conversations) != 1 || l.Conversations[0].Conv != ack.Conv || l.Conversations[0].Last == nil ||
+			l.Conversations[0].Last.Seq != int64(ack.Seq) || l.Conversations[0].Unread != c.unread {
+			t.Fatalf("%s's list right after the message: %+v", c.user, l.Conversations)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"messenger/services/event"
 	"messenger/services/history"
 	"messenger/streams"
+	"messenger/subjects"
 )
 
 // PageRequest is a history page request; nil bounds are absent.
@@ -216,9 +217,17 @@ func (e *Edge) Conversations(ctx context.Context, user string, limit int) ([]Con
 	return out, nil
 }
 
+// summaryFlushWait bounds the wait for the fan-out's flush of a user's
+// summaries before they are read.
+const summaryFlushWait = 100 * time.Millisecond
+
 // summaries reads every conversation summary of user: batch direct gets on
 // its subjects in its inbox stream, no consumer.
 func (e *Edge) summaries(ctx context.Context, user string) ([]event.Summary, error) {
+	// The fan-out stores summaries every --fanout-flush; asked, it stores
+	// the user's at once. Without an answer (no fan-out running, or one
+	// too busy) the list is read as stored.
+	_, _ = e.nc.Request(subjects.FanoutFlush, []byte(user), summaryFlushWait)
 	stream := streams.InboxStream(e.h.Layout.UserPartition(user))
 	subject := e.h.Layout.InboxOf(user)
 	var all []event.Summary

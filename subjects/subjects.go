@@ -158,6 +158,11 @@ func PresenceHeartbeat(edge string) string { return "pres.hb." + edge }
 // PresenceSync is where edge reports every user it holds.
 func PresenceSync(edge string) string { return "pres.sync." + edge }
 
+// FanoutFlush is where an edge asks the fan-outs, before it reads a user's
+// conversation summaries, to store that user's summaries still in memory
+// (core NATS request; the body is the user id, the answer empty).
+const FanoutFlush = "fanout.flush"
+
 // KVKey is the stream subject of key in a key-value bucket (for batch reads).
 func KVKey(bucket, key string) string { return "$KV." + bucket + "." + key }
 

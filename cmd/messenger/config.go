@@ -81,7 +81,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "server ping interval on idle connections")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "close a connection silent for this long")
 	fs.IntVar(&c.FanoutShards, "fanout-shards", 64, "queue-writer goroutines of the fan-out")
-	fs.DurationVar(&c.FanoutFlush, "fanout-flush", 200*time.Millisecond, "how often the fan-out stores changed conversation summaries and its checkpoints (changes within it make one write)")
+	fs.DurationVar(&c.FanoutFlush, "fanout-flush", 200*time.Millisecond, "how often the fan-out stores changed conversation summaries and its checkpoints (changes within it make one write; a list read stores its user's at once)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Float64Var(&c.HistoryRate, "history-rate", 20, "history and conversation-list reads per second per user")
 	fs.IntVar(&c.HistoryBurst, "history-burst", 40, "burst of history reads per user")

@@ -54,6 +54,8 @@ type Options struct {
 	Projector      projector.Config
 	// Presence configures the presence service (always started).
 	Presence presence.Config
+	// Fanout configures the fan-out.
+	Fanout fanout.Config
 }
 
 // Platform is a running test platform.
@@ -174,7 +176,7 @@ func (p *Platform) handles(nc *nats.Conn) (jetstream.JetStream, *streams.Handles
 func (p *Platform) StartFanout() {
 	nc := p.Conn()
 	js, h := p.handles(nc)
-	f, err := fanout.New(fanout.Config{}, nc, js, h, p.Log, nil)
+	f, err := fanout.New(p.opts.Fanout, nc, js, h, p.Log, nil)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -29,8 +29,10 @@ type Config struct {
 	ShardQueue int
 	// CheckpointEvery is how often the checkpoint of each conversation
 	// stream is saved, and the changed conversation summaries with it
-	// (several events of a conversation within it make one summary write).
-	// Default 200ms.
+	// (several events of a conversation within it make one summary write;
+	// a reader of the list has a user's summaries stored at once, see
+	// subjects.FanoutFlush). Default 200ms: longer makes each flush a burst
+	// that lifts the tail of delivery latency (docs/BENCHMARKS.md).
 	CheckpointEvery time.Duration
 	// UserCache is how many users' queue positions are kept in memory. Default 200,000.
 	UserCache int
@@ -73,8 +75,10 @@ type Fanout struct {
 	shards []*shard
 	marks  *watermarks
 	live   liveReceipts
-	// stopped: the shards' channels are closed (no more flush requests).
+	// stopped: the shards' channels are closed (no more flush requests);
+	// flushMu orders a request's queueing before the close.
 	stopped atomic.Bool
+	flushMu sync.RWMutex
 }
 
 // New makes a fan-out over the streams in h.
@@ -123,19 +127,30 @@ func (f *Fanout) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// Summaries asked for by a reader of the conversation list are stored
+	// at once, so that the list shows every event the fan-out handled
+	// however long the flush interval.
+	flushSub, err := f.nc.Subscribe(subjects.FanoutFlush, func(m *nats.Msg) { go f.flushUser(m) })
+	if err != nil {
+		cancelWriters()
+		return fmt.Errorf("fanout: subscribe %s: %w", subjects.FanoutFlush, err)
+	}
 	stopSaving := make(chan struct{})
 	saved := make(chan struct{})
 	go func() { defer close(saved); f.saveCheckpoints(stopSaving, floors) }()
 	go f.runLiveReceipts(stopSaving, time.Second)
 
 	readers.Wait()
+	_ = flushSub.Unsubscribe()
 	// What was read gets a bounded time to be written: a write that cannot
 	// be stored (NATS gone) is left to the next run, from the checkpoint.
 	grace := time.AfterFunc(f.cfg.StopGrace, cancelWriters)
 	defer grace.Stop()
 	close(stopSaving)
 	<-saved
+	f.flushMu.Lock() // no flush request is being queued while the shards' channels close
 	f.stopped.Store(true)
+	f.flushMu.Unlock()
 	for _, s := range f.shards {
 		close(s.in) // each shard stores its changed summaries as it ends
 	}
@@ -211,6 +226,26 @@ func (f *Fanout) saveOnce(floors []*floor, saved []uint64) {
 		saved[p] = v
 		f.m.checkpoints.WithLabelValues(strconv.Itoa(p)).Set(float64(v))
 	}
+}
+
+// flushUser answers a FanoutFlush request: the user's changed summaries
+// are stored (by the user's shard, after the writes queued before), then
+// the empty answer goes. No answer once the shards have stopped.
+func (f *Fanout) flushUser(m *nats.Msg) {
+	user := string(m.Data)
+	if user == "" || f.stopped.Load() {
+		return
+	}
+	done := make(chan struct{})
+	f.flushMu.RLock()
+	if f.stopped.Load() {
+		f.flushMu.RUnlock()
+		return
+	}
+	f.shardOf(user).in <- write{flush: done, user: user}
+	f.flushMu.RUnlock()
+	<-done
+	_ = m.Respond(nil)
 }
 
 // flushShards asks every shard to store its changed summaries and waits;

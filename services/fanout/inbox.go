@@ -101,11 +101,15 @@ func (s *shard) inboxEntry(ctx context.Context, user, conv string) (*inboxEntry,
 	return e, nil
 }
 
-// flushInbox stores every changed summary. Several changes to one
-// conversation since the last flush make one write.
-func (s *shard) flushInbox(ctx context.Context) {
+// flushInbox stores every changed summary, or only user's when user is
+// set. Several changes to one conversation since the last flush make one
+// write.
+func (s *shard) flushInbox(ctx context.Context, user string) {
 	f := s.f
 	for k, e := range s.inbox.dirty {
+		if user != "" && k.user != user {
+			continue
+		}
 		data, _ := json.Marshal(&e.s)
 		msg := &nats.Msg{Subject: f.h.Layout.Inbox(k.user, k.conv), Data: data}
 		for attempt := 0; ; attempt++ {

@@ -15,7 +15,7 @@ import (
 
 // write is one queue entry to store.
 type write struct {
-	flush chan struct{} // when set: store the changed summaries, then close it
+	flush chan struct{} // when set: store the changed summaries (of user only, if set), then close it
 	user  string
 	doc   []byte
 	// The decoded event, shared read-only by every recipient's write:
@@ -98,7 +98,7 @@ func (s *shard) run(ctx context.Context) {
 		}
 		s.runBatch(ctx, batch)
 	}
-	s.flushInbox(ctx)
+	s.flushInbox(ctx, "")
 }
 
 // runBatch handles writes in their order, storing together the writes of a
@@ -123,7 +123,7 @@ func (s *shard) runBatch(ctx context.Context, batch []write) {
 	for i, w := range batch {
 		if w.flush != nil {
 			handle(i)
-			s.flushInbox(ctx)
+			s.flushInbox(ctx, w.user)
 			close(w.flush)
 			start = i + 1
 			continue
