@@ -263,29 +263,35 @@ func (r *rateRun) figures(res *result) {
 	res.add("clickhouse_cpu_per_msg", "ClickHouse server CPU per delivered message", r.ch, "us")
 	res.add("load_cpu_per_msg", "load generator CPU per delivered message", r.loadCPU, "us")
 	res.add("other_cpu", "CPU of other processes on the box (noise, % of one core)", 100*r.otherCPU, "pct")
-	// What a delivered message costs the platform, from its own counters.
-	if r.delivered > 0 {
-		n := float64(r.delivered)
-		per := func(key, label, metric string) {
-			res.add(key, label, counterSum(r.procs, metric)/n, "x")
-		}
-		res.add("alloc_per_msg", "  Go allocation per delivered message (platform)", counterSum(r.procs, "go_memstats_alloc_bytes_total")/n, "bytes")
-		per("gc_per_1000", "  GC cycles per 1,000 delivered messages", "go_gc_duration_seconds_count")
-		res.Figures[len(res.Figures)-1].Value *= 1000
-		per("fanout_events_per_msg", "  conversation-stream events per message (msg + receipts)", "messenger_fanout_events_total")
-		per("queue_writes_per_msg", "  user-queue writes per message", "messenger_fanout_queue_writes_total")
-		per("frames_per_msg", "  stored frames delivered by the edges per message", "messenger_edge_frames_delivered_total")
-		per("replays_per_msg", "  catch-ups (queue reads) per message", "messenger_edge_replays_total")
-		per("gaps_per_msg", "  live gaps per message", "messenger_edge_live_gaps_total")
-		per("seq_conflicts_per_msg", "  seq conflicts per message", "messenger_edge_seq_conflicts_total")
-		per("projected_per_msg", "  events projected into ClickHouse per message", "messenger_projector_events_total")
-		if c := counterSum(r.procs, "messenger_fanout_queue_write_seconds_count"); c > 0 {
-			res.add("queue_write_ms", "  fan-out: mean time to store one queue entry", 1000*counterSum(r.procs, "messenger_fanout_queue_write_seconds_sum")/c, "ms")
-		}
-	}
+	r.platformCounters(res, float64(r.delivered), "delivered message")
+}
+
+// platformCounters adds what each of n messages cost the platform, from
+// its own counters (unit names the message; nothing when n is 0), the
+// processes and the profiles taken.
+func (r *rateRun) platformCounters(res *result, n float64, unit string) {
 	res.Processes = r.procs
 	for _, f := range r.profiles {
 		res.note("CPU profile: go tool pprof -top %s", f)
+	}
+	if n == 0 {
+		return
+	}
+	per := func(key, label, metric string) {
+		res.add(key, label, counterSum(r.procs, metric)/n, "x")
+	}
+	res.add("alloc_per_msg", "  Go allocation per "+unit+" (platform)", counterSum(r.procs, "go_memstats_alloc_bytes_total")/n, "bytes")
+	per("gc_per_1000", "  GC cycles per 1,000 "+unit+"s", "go_gc_duration_seconds_count")
+	res.Figures[len(res.Figures)-1].Value *= 1000
+	per("fanout_events_per_msg", "  conversation-stream events per message (msg + receipts)", "messenger_fanout_events_total")
+	per("queue_writes_per_msg", "  user-queue writes per message", "messenger_fanout_queue_writes_total")
+	per("frames_per_msg", "  stored frames delivered by the edges per message", "messenger_edge_frames_delivered_total")
+	per("replays_per_msg", "  catch-ups (queue reads) per message", "messenger_edge_replays_total")
+	per("gaps_per_msg", "  live gaps per message", "messenger_edge_live_gaps_total")
+	per("seq_conflicts_per_msg", "  seq conflicts per message", "messenger_edge_seq_conflicts_total")
+	per("projected_per_msg", "  events projected into ClickHouse per message", "messenger_projector_events_total")
+	if c := counterSum(r.procs, "messenger_fanout_queue_write_seconds_count"); c > 0 {
+		res.add("queue_write_ms", "  fan-out: mean time to store one queue entry", 1000*counterSum(r.procs, "messenger_fanout_queue_write_seconds_sum")/c, "ms")
 	}
 }
 

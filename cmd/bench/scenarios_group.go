@@ -138,19 +138,7 @@ func (b *bench) group(ctx context.Context, res *result) error {
 	res.add("load_cpu_per_msg", "load generator CPU per group message", 1e6*sumCPU(r.procs, "load")/n, "us")
 	res.add("idle_cpu", "platform CPU with nothing sent (% of one core)", 100*d.idleCPU, "pct")
 	res.add("other_cpu", "CPU of other processes on the box (noise, % of one core)", 100*r.otherCPU, "pct")
-	per := func(key, label, metric string) { res.add(key, label, counterSum(r.procs, metric)/n, "x") }
-	res.add("alloc_per_msg", "  Go allocation per group message (platform)", counterSum(r.procs, "go_memstats_alloc_bytes_total")/n, "bytes")
-	per("fanout_events_per_msg", "  conversation-stream events per message (msg + receipts)", "messenger_fanout_events_total")
-	per("queue_writes_per_msg", "  user-queue writes per message", "messenger_fanout_queue_writes_total")
-	per("frames_per_msg", "  stored frames delivered by the edges per message", "messenger_edge_frames_delivered_total")
-	per("gaps_per_msg", "  live gaps per message", "messenger_edge_live_gaps_total")
-	if c := counterSum(r.procs, "messenger_fanout_queue_write_seconds_count"); c > 0 {
-		res.add("queue_write_ms", "  fan-out: mean time to store one queue entry", 1000*counterSum(r.procs, "messenger_fanout_queue_write_seconds_sum")/c, "ms")
-	}
-	res.Processes = r.procs
-	for _, f := range r.profiles {
-		res.note("CPU profile: go tool pprof -top %s", f)
-	}
+	r.platformCounters(res, n, "group message")
 	res.target(fmt.Sprintf("group of %d: p99 from the send to the last member", S), "≤ 50 ms", fmtMs(lm.Quantile(0.99)), lm.N > 0 && lm.Quantile(0.99) <= 50)
 	res.target("nothing lost", "0", fmtNum(float64(r.lost)), r.lost == 0 && r.acked > 0)
 	if o.Receipts {
