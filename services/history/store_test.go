@@ -11,20 +11,28 @@ import (
 	"messenger/services/history"
 )
 
-// Every Store implementation passes the same contract.
-func TestStoreContract(t *testing.T) {
+// startWithMessages starts a platform with ClickHouse in which from sent n
+// messages to to (texts prefix0, prefix1, ...), all projected.
+func startWithMessages(t *testing.T, from, to, prefix string, n int) (*platformtest.Platform, string) {
+	t.Helper()
 	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Edge: edge.Config{SendRate: 1e5, SendBurst: 1e5}})
-	ctx := context.Background()
 	var conv string
-	for i := 0; i < 30; i++ {
-		text := fmt.Sprintf("c%d", i)
-		ack, cerr := p.Edges[0].Edge.Send(ctx, "ann", &edge.SendRequest{ID: text, To: "ben", Text: &text})
+	for i := 0; i < n; i++ {
+		text := fmt.Sprintf("%s%d", prefix, i)
+		ack, cerr := p.Edges[0].Edge.Send(context.Background(), from, &edge.SendRequest{ID: text, To: to, Text: &text})
 		if cerr != nil {
 			t.Fatal(cerr)
 		}
 		conv = ack.Conv
 	}
 	p.WaitProjected()
+	return p, conv
+}
+
+// Every Store implementation passes the same contract.
+func TestStoreContract(t *testing.T) {
+	p, conv := startWithMessages(t, "ann", "ben", "c", 30)
+	ctx := context.Background()
 	nc := p.Conn()
 	_, _, h := p.Projector()
 	stores := map[string]history.Store{
@@ -61,18 +69,8 @@ func TestStoreContract(t *testing.T) {
 // until ClickHouse merges them: a page shows it once, and the row a merge
 // would keep (the highest stream_seq), as FINAL does.
 func TestClickHousePageWithoutDuplicates(t *testing.T) {
-	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Edge: edge.Config{SendRate: 1e5, SendBurst: 1e5}})
+	p, conv := startWithMessages(t, "cat", "dan", "d", 20)
 	ctx := context.Background()
-	var conv string
-	for i := 0; i < 20; i++ {
-		text := fmt.Sprintf("d%d", i)
-		ack, cerr := p.Edges[0].Edge.Send(ctx, "cat", &edge.SendRequest{ID: text, To: "dan", Text: &text})
-		if cerr != nil {
-			t.Fatal(cerr)
-		}
-		conv = ack.Conv
-	}
-	p.WaitProjected()
 	const cols = "conv, seq, ts, sender, id, kind, text, title, user, members, recipient, part, stream_seq"
 	count := func() uint64 {
 		var n uint64
