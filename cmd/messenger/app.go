@@ -148,6 +148,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 			return fail(err)
 		}
 		a.ns = ns
+		reg.MustRegister(natsserver.NewCollector(ns))
 		cleanups = append(cleanups, func() { ns.Shutdown(); ns.WaitForShutdown() })
 		a.log.Info("embedded nats started", zap.String("url", ns.ClientURL()), zap.String("store", filepath.Join(cfg.Data, "jetstream")), zap.Bool("sync_always", cfg.SyncAlways))
 		opts = append(opts, nats.InProcessServer(ns))
