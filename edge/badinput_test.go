@@ -3,6 +3,7 @@ package edge_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -83,7 +84,7 @@ func bearer(tok string) http.Header { return http.Header{"Authorization": []stri
 func (r *raw) waitFrame(t *testing.T, typ string, skip int) map[string]any {
 	t.Helper()
 	var found map[string]any
-	platformtest.Eventually(t, 5*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		for i := skip; i < len(r.frames); i++ {
@@ -103,13 +104,20 @@ func (r *raw) count() int {
 	return len(r.frames)
 }
 
+// waitClose waits until the connection is closed and returns the close
+// code. Frames still buffered are read first: the wait goes on while they
+// come (platformtest.WaitProgress).
 func (r *raw) waitClose(t *testing.T) uint16 {
 	t.Helper()
-	select {
-	case <-r.closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("connection not closed")
-	}
+	platformtest.WaitProgress(t, func() (int, error) {
+		select {
+		case <-r.closed:
+			return 0, nil
+		default:
+			n := r.count()
+			return n, fmt.Errorf("connection not closed (%d frames read)", n)
+		}
+	})
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.closeCode

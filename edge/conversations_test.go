@@ -40,7 +40,7 @@ func TestConversationList(t *testing.T) {
 	send(t, mx, "lea", "", "from max 3") // max's conversation is the newest now
 
 	var l convList
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		l = convList{}
 		api(t, "GET", p.HTTP(0)+"/v1/conversations", p.Token("lea"), nil, &l)
 		if len(l.Conversations) != 2 || l.Conversations[0].Last == nil || l.Conversations[0].Last.Text != "from max 3" ||
@@ -60,7 +60,7 @@ func TestConversationList(t *testing.T) {
 	if err := lea.Receipt(withMax, 2, "read"); err != nil {
 		t.Fatal(err)
 	}
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		l = convList{}
 		api(t, "GET", p.HTTP(0)+"/v1/conversations?limit=1", p.Token("lea"), nil, &l)
 		if len(l.Conversations) != 1 || l.Conversations[0].Unread != 1 || l.Conversations[0].ReadSeq != 2 || l.Conversations[0].DeliveredSeq != 2 {
@@ -70,7 +70,7 @@ func TestConversationList(t *testing.T) {
 	})
 	// The sender's own list counts none of its own messages as unread.
 	var ml convList
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		ml = convList{}
 		api(t, "GET", p.HTTP(0)+"/v1/conversations", p.Token("max"), nil, &ml)
 		if len(ml.Conversations) != 1 || ml.Conversations[0].Unread != 0 || ml.Conversations[0].Last == nil || ml.Conversations[0].Last.Seq != 3 {

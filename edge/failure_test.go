@@ -126,7 +126,7 @@ func TestUnknownCursorIsExpired(t *testing.T) {
 	}
 	defer c.Close()
 	hello <- c.Hello()
-	platformtest.Eventually(t, 5*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range codes {

@@ -147,7 +147,7 @@ func TestGroupMembershipRules(t *testing.T) {
 		t.Fatalf("dan's history: %v has_more %v", seqs(pg), pg.HasMore)
 	}
 	// His conversation list knows the group though he never saw its creation.
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		var l convList
 		api(t, "GET", url, tok("dan"), nil, &l)
 		if len(l.Conversations) != 1 || l.Conversations[0].Kind != "group" || l.Conversations[0].Title != "team" || len(l.Conversations[0].Members) != 4 {
@@ -247,7 +247,7 @@ func TestGroupReceipts(t *testing.T) {
 	if err := leePhone.Receipt(g.Conv, ack.Seq, "read"); err != nil {
 		t.Fatal(err)
 	}
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		for _, r := range leeLaptop.ofType("receipt") {
 			if r.User == "lee" && r.Status == "read" && r.Cursor != "" {
 				return nil
@@ -255,7 +255,7 @@ func TestGroupReceipts(t *testing.T) {
 		}
 		return fmt.Errorf("lee's laptop has no stored receipt")
 	})
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		for _, r := range moRec.ofType("receipt") {
 			if r.User == "lee" && r.Status == "read" && r.Cursor == "" {
 				return nil
@@ -269,7 +269,7 @@ func TestGroupReceipts(t *testing.T) {
 			ReadSeq int64  `json:"read_seq"`
 		} `json:"members"`
 	}
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		api(t, "GET", p.HTTP(0)+"/v1/conversations/"+g.Conv, p.Token("mo"), nil, &v)
 		for _, m := range v.Members {
 			if m.User == "lee" && m.ReadSeq == ack.Seq {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -52,15 +51,11 @@ func (r *recorder) ofType(t string) []client.Event {
 	return out
 }
 
-// waitMsgs waits until n msg events arrived and returns them.
+// waitMsgs waits until n msg events arrived and returns them: as long as
+// they keep coming (platformtest.WaitCount), however long n takes.
 func (r *recorder) waitMsgs(t *testing.T, n int) []client.Event {
 	t.Helper()
-	platformtest.Eventually(t, 15*time.Second, func() error {
-		if got := len(r.msgs()); got < n {
-			return fmt.Errorf("%d of %d messages", got, n)
-		}
-		return nil
-	})
+	platformtest.WaitCount(t, "messages", n, func() int { return len(r.msgs()) })
 	return r.msgs()
 }
 

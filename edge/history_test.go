@@ -149,12 +149,12 @@ func TestClickHouseDownWhileMessagesFlow(t *testing.T) {
 	sendN(t, erin, "finn", 20, "c")
 	p.WaitProjected()
 	var total, distinct uint64
-	platformtest.Eventually(t, 30*time.Second, func() error {
+	platformtest.WaitProgress(t, func() (int, error) {
 		err := p.CH.QueryRow(context.Background(), "SELECT count(), uniqExact(seq) FROM messages_final WHERE conv = ?", conv).Scan(&total, &distinct)
 		if err != nil || total != 100 || distinct != 100 {
-			return fmt.Errorf("clickhouse: %d rows, %d seqs, %v", total, distinct, err)
+			return int(distinct), fmt.Errorf("clickhouse: %d rows, %d seqs, %v", total, distinct, err)
 		}
-		return nil
+		return int(distinct), nil
 	})
 	var dead uint64
 	_ = p.CH.QueryRow(context.Background(), "SELECT count() FROM messages_final WHERE conv = ? AND text = ''", conv).Scan(&dead)

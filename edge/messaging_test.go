@@ -33,7 +33,7 @@ func TestTwoUsersOnTwoEdges(t *testing.T) {
 		t.Fatalf("alice's own msg = %+v", own)
 	}
 	// Bob's client sent delivered; alice learns it, and the watermark shows.
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		for _, r := range arec.ofType("receipt") {
 			if r.User == "bob" && r.Status == "delivered" && r.Seq == 1 && r.Cursor != "" {
 				return nil
@@ -87,7 +87,7 @@ func TestMultiDeviceAndReadReceipts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, rec := range map[string]*recorder{"laptop": lrec, "dave": drec} {
-		platformtest.Eventually(t, 10*time.Second, func() error {
+		platformtest.Eventually(t, platformtest.Patience, func() error {
 			for _, r := range rec.ofType("receipt") {
 				if r.User == "carol" && r.Status == "read" && r.Seq == 2 {
 					return nil
@@ -106,7 +106,7 @@ func TestMultiDeviceAndReadReceipts(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v convView
-	platformtest.Eventually(t, 5*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		api(t, "GET", p.HTTP(0)+"/v1/conversations/"+ack.Conv, p.Token("dave"), nil, &v)
 		for _, m := range v.Members {
 			if m.User == "carol" && m.ReadSeq == 2 && m.DeliveredSeq == 2 {

@@ -37,7 +37,7 @@ func befriend(t *testing.T, p *platformtest.Platform, a, b string) {
 		t.Fatalf("befriend: %d %v", code, ack)
 	}
 	for _, u := range []string{a, b} {
-		platformtest.Eventually(t, 10*time.Second, func() error {
+		platformtest.Eventually(t, platformtest.Patience, func() error {
 			var l convList
 			api(t, "GET", p.HTTP(0)+"/v1/conversations", p.Token(u), nil, &l)
 			for _, c := range l.Conversations {
@@ -61,9 +61,9 @@ func (r *recorder) presences(user string) []client.Event {
 	return out
 }
 
-func (r *recorder) waitPresence(t *testing.T, user string, n int, within time.Duration) client.Event {
+func (r *recorder) waitPresence(t *testing.T, user string, n int) client.Event {
 	t.Helper()
-	platformtest.Eventually(t, within, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		if got := len(r.presences(user)); got < n {
 			return fmt.Errorf("%d presence events about %s, want %d", got, user, n)
 		}
@@ -79,19 +79,19 @@ func TestPresenceIsToldLateOnPurpose(t *testing.T) {
 	if err := w.Watch([]string{"ulla"}); err != nil {
 		t.Fatal(err)
 	}
-	snap := wrec.waitPresence(t, "ulla", 1, 5*time.Second)
+	snap := wrec.waitPresence(t, "ulla", 1)
 	if snap.Status != "offline" {
 		t.Fatalf("snapshot %+v", snap)
 	}
 	connected := time.Now()
 	u, _ := dial(t, p, "ulla", []int{1}, dialOpts{})
-	on := wrec.waitPresence(t, "ulla", 2, 5*time.Second)
+	on := wrec.waitPresence(t, "ulla", 2)
 	if took := time.Since(connected); on.Status != "online" || took < onlineDelay || took > onlineDelay+time.Second {
 		t.Fatalf("online told after %v (delay %v): %+v", took, onlineDelay, on)
 	}
 	_ = u.Close()
 	left := time.Now()
-	off := wrec.waitPresence(t, "ulla", 3, 5*time.Second)
+	off := wrec.waitPresence(t, "ulla", 3)
 	if took := time.Since(left); off.Status != "offline" || took < offlineDelay || took > offlineDelay+time.Second {
 		t.Fatalf("offline told after %v (delay %v): %+v", took, offlineDelay, off)
 	}
@@ -126,7 +126,7 @@ func TestFlappingTellsNothing(t *testing.T) {
 	befriend(t, p, "vera", "fred")
 	v, vrec := dial(t, p, "vera", []int{0}, dialOpts{})
 	_ = v.Watch([]string{"fred"})
-	vrec.waitPresence(t, "fred", 1, 5*time.Second)
+	vrec.waitPresence(t, "fred", 1)
 	// Connections that never last the online delay.
 	for i := 0; i < 5; i++ {
 		f, _ := dial(t, p, "fred", []int{0}, dialOpts{})
@@ -139,7 +139,7 @@ func TestFlappingTellsNothing(t *testing.T) {
 	}
 	// Online for real, then a reconnect within the offline delay: only "online".
 	f, _ := dial(t, p, "fred", []int{0}, dialOpts{})
-	vrec.waitPresence(t, "fred", 2, 5*time.Second)
+	vrec.waitPresence(t, "fred", 2)
 	_ = f.Close()
 	time.Sleep(offlineDelay / 10)
 	dial(t, p, "fred", []int{0}, dialOpts{})
@@ -156,14 +156,14 @@ func TestPresenceMultiDevice(t *testing.T) {
 	_ = g.Watch([]string{"hugo"})
 	phone, _ := dial(t, p, "hugo", []int{0}, dialOpts{device: "phone"})
 	laptop, _ := dial(t, p, "hugo", []int{1}, dialOpts{device: "laptop"})
-	grec.waitPresence(t, "hugo", 2, 5*time.Second)
+	grec.waitPresence(t, "hugo", 2)
 	_ = phone.Close()
 	time.Sleep(offlineDelay + 500*time.Millisecond)
 	if n := len(grec.presences("hugo")); n != 2 {
 		t.Fatalf("one device left: %d events", n)
 	}
 	_ = laptop.Close()
-	if off := grec.waitPresence(t, "hugo", 3, 5*time.Second); off.Status != "offline" {
+	if off := grec.waitPresence(t, "hugo", 3); off.Status != "offline" {
 		t.Fatalf("%+v", off)
 	}
 }
@@ -179,10 +179,10 @@ func TestDeadEdgeTakesItsUsersOffline(t *testing.T) {
 	if _, err := client.Dial(t.Context(), client.Config{URLs: []string{p.WS(1)}, Token: func() (string, error) { return tok, nil }}); err != nil {
 		t.Fatal(err)
 	}
-	irec.waitPresence(t, "jake", 2, 5*time.Second)
+	irec.waitPresence(t, "jake", 2)
 	killed := time.Now()
 	p.KillEdge(1)
-	off := irec.waitPresence(t, "jake", 3, 10*time.Second)
+	off := irec.waitPresence(t, "jake", 3)
 	if off.Status != "offline" {
 		t.Fatalf("%+v", off)
 	}
@@ -197,20 +197,20 @@ func TestPresenceVisibilityAndWatchReplaced(t *testing.T) {
 	dial(t, p, "nils", []int{0}, dialOpts{})
 	k, krec := dial(t, p, "kurt", []int{0}, dialOpts{})
 	_ = k.Watch([]string{"lola", "nils"})
-	if s := krec.waitPresence(t, "nils", 1, 5*time.Second); s.Status != "offline" || s.LastSeen != 0 {
+	if s := krec.waitPresence(t, "nils", 1); s.Status != "offline" || s.LastSeen != 0 {
 		t.Fatalf("a stranger must look offline without last_seen: %+v", s)
 	}
-	krec.waitPresence(t, "lola", 1, 5*time.Second)
+	krec.waitPresence(t, "lola", 1)
 	time.Sleep(onlineDelay + 300*time.Millisecond) // nils is online by now: kurt hears nothing of it
 	if n := len(krec.presences("nils")); n != 1 {
 		t.Fatalf("stranger's changes told: %d", n)
 	}
 	// Replace the list: lola's changes stop, mona's come.
 	_ = k.Watch([]string{"mona"})
-	krec.waitPresence(t, "mona", 1, 5*time.Second)
+	krec.waitPresence(t, "mona", 1)
 	dial(t, p, "lola", []int{0}, dialOpts{})
 	dial(t, p, "mona", []int{0}, dialOpts{})
-	krec.waitPresence(t, "mona", 2, 5*time.Second)
+	krec.waitPresence(t, "mona", 2)
 	time.Sleep(300 * time.Millisecond)
 	if n := len(krec.presences("lola")); n != 1 {
 		t.Fatalf("lola's change reached kurt after the list was replaced: %d events", n)
@@ -242,7 +242,7 @@ func TestTypingReachesOnlineMembersOnlyAndIsCoalesced(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	platformtest.Eventually(t, 5*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		if len(prec.ofType("typing")) == 0 {
 			return errors.New("no typing")
 		}
@@ -257,7 +257,7 @@ func TestTypingReachesOnlineMembersOnlyAndIsCoalesced(t *testing.T) {
 	if code := api(t, "POST", p.HTTP(0)+"/v1/typing", p.Token("olga"), map[string]string{"conv": conv}, &e); code != 200 {
 		t.Fatalf("POST typing: %d %+v", code, e)
 	}
-	platformtest.Eventually(t, 5*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		if len(prec.ofType("typing")) != 2 {
 			return errors.New("second typing missing")
 		}
@@ -293,20 +293,17 @@ func TestConnectCostGrowsWithWatchersNotContacts(t *testing.T) {
 			t.Fatalf("%d %v", code, ack)
 		}
 	}
-	platformtest.Eventually(t, 20*time.Second, func() error {
+	platformtest.WaitCount(t, "conversations in the star's list", 200, func() int {
 		var l convList
 		api(t, "GET", p.HTTP(0)+"/v1/conversations?limit=200", p.Token(star), nil, &l)
-		if len(l.Conversations) < 200 {
-			return fmt.Errorf("%d", len(l.Conversations))
-		}
-		return nil
+		return len(l.Conversations)
 	})
 	measure := func(watchers int, round int) (uint64, int) {
 		var recs []*recorder
 		for i := 0; i < watchers; i++ {
 			c, rec := dial(t, p, fmt.Sprintf("fan%03d", i), []int{i % 2}, dialOpts{})
 			_ = c.Watch([]string{star})
-			rec.waitPresence(t, star, 1, 5*time.Second)
+			rec.waitPresence(t, star, 1)
 			recs = append(recs, rec)
 		}
 		time.Sleep(2500 * time.Millisecond) // quiet: past the fan-out's summary flush (1 s)
@@ -315,7 +312,7 @@ func TestConnectCostGrowsWithWatchersNotContacts(t *testing.T) {
 		told := 0
 		if watchers > 0 {
 			for _, rec := range recs {
-				rec.waitPresence(t, star, 2, 5*time.Second)
+				rec.waitPresence(t, star, 2)
 				told++
 			}
 		} else {
