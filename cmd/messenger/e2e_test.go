@@ -213,14 +213,11 @@ func connect(t *testing.T, user, cursor string, addrs ...string) (*client.Client
 	return c, b
 }
 
+// waitCount waits until n messages are in b, as long as they keep coming
+// (platformtest.WaitCount), and returns what b holds a moment later.
 func waitCount(t *testing.T, b *inbox, n int) []client.Event {
 	t.Helper()
-	platformtest.Eventually(t, 30*time.Second, func() error {
-		if got := len(b.snapshot()); got < n {
-			return fmt.Errorf("%d of %d messages", got, n)
-		}
-		return nil
-	})
+	platformtest.WaitCount(t, "messages", n, func() int { return len(b.snapshot()) })
 	time.Sleep(300 * time.Millisecond) // a duplicate would show now
 	return b.snapshot()
 }
@@ -387,7 +384,7 @@ func TestSIGTERMUnderTrafficDrainsWithoutFalseAck(t *testing.T) {
 	}
 	start(t, args...)
 	_, box := connect(t, "bob", cursor, addr)
-	platformtest.Eventually(t, 30*time.Second, func() error {
+	platformtest.WaitProgress(t, func() (int, error) {
 		have := map[string]bool{}
 		for _, m := range box.snapshot() {
 			have[m.Text] = true
@@ -396,10 +393,10 @@ func TestSIGTERMUnderTrafficDrainsWithoutFalseAck(t *testing.T) {
 		defer mu.Unlock()
 		for text := range acked {
 			if !have[text] {
-				return fmt.Errorf("acked %q is missing (%d of %d here)", text, len(have), len(acked))
+				return len(have), fmt.Errorf("acked %q is missing (%d of %d here)", text, len(have), len(acked))
 			}
 		}
-		return nil
+		return len(have), nil
 	})
 }
 
@@ -570,7 +567,7 @@ func TestPresenceEdgeProcessKilled(t *testing.T) {
 		})
 	}
 	// The summaries that make wes and uma contacts are written within 200 ms.
-	platformtest.Eventually(t, 10*time.Second, func() error {
+	platformtest.Eventually(t, platformtest.Patience, func() error {
 		req, _ := http.NewRequest("GET", "http://"+a+"/v1/conversations", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := http.DefaultClient.Do(req)
