@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"messenger/client"
 )
@@ -78,7 +77,7 @@ func TestDialer(t *testing.T) {
 	}
 	c := dial(t, client.Config{URLs: []string{s.listen()}, Dialer: d})
 	s.closeAll(1001)
-	waitFor(t, 5*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if c.Hello().User == "" || dials.Load() < 2 {
 			return fmt.Errorf("%d dials", dials.Load())
 		}

@@ -97,7 +97,7 @@ func TestDeliveredThrottle(t *testing.T) {
 	if r := log.waitN(t, interval/2, other, 1)[0]; r.seq != 1 {
 		t.Fatalf("other conversation's receipt %+v, want seq 1", r)
 	}
-	rs := log.waitN(t, 5*time.Second, conv, 2)
+	rs := log.waitN(t, patience, conv, 2)
 	second := rs[1]
 	if second.seq != 10 {
 		t.Errorf("second receipt carries seq %d, want the highest, 10", second.seq)
@@ -136,16 +136,16 @@ func TestDeliveredFlushedOnClose(t *testing.T) {
 	for i := range 5 {
 		s.inject("u2", "u1", fmt.Sprint(i))
 	}
-	waitFor(t, 5*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if n := len(rec.ofType("msg")); n < 5 {
 			return fmt.Errorf("%d of 5 messages handed over", n)
 		}
 		return nil
 	})
 	// The first receipt (seq 1) went at once; the rest waits for an hour.
-	log.waitN(t, 5*time.Second, conv, 1)
+	log.waitN(t, patience, conv, 1)
 	_ = c.Close()
-	rs := log.waitN(t, 5*time.Second, conv, 2)
+	rs := log.waitN(t, patience, conv, 2)
 	if last := rs[len(rs)-1]; last.seq != 5 || last.status != "delivered" {
 		t.Fatalf("receipt written by Close %+v, want delivered seq 5", last)
 	}
@@ -162,9 +162,9 @@ func TestReadReceiptCoversDelivered(t *testing.T) {
 	c := dial(t, client.Config{URLs: []string{s.listen()}, OnEvent: rec.on, AutoDelivered: true, DeliveredInterval: interval})
 	const conv = "d_u1_u2"
 	s.inject("u2", "u1", "one")
-	log.waitN(t, 5*time.Second, conv, 1)
+	log.waitN(t, patience, conv, 1)
 	s.inject("u2", "u1", "two")
-	waitFor(t, 5*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if n := len(rec.ofType("msg")); n < 2 {
 			return fmt.Errorf("%d of 2 messages handed over", n)
 		}

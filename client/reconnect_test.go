@@ -38,6 +38,11 @@ func (r *recorder) ofType(typ string) []client.Event {
 	return out
 }
 
+// patience bounds a wait for something that takes milliseconds alone: far
+// more, since the suite runs on two busy cores where -race and the other
+// packages' tests (a browser, whole processes) slow everything down.
+const patience = 30 * time.Second
+
 // waitFor polls cond until it returns nil or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 	t.Helper()
@@ -125,7 +130,7 @@ func TestSendAckAndEcho(t *testing.T) {
 	if ack.ID != "id-1" || ack.Conv != "d_u1_u2" || ack.Seq != 1 || ack.TS == 0 || ack.Online {
 		t.Fatalf("ack = %+v", ack)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if msgs := rec.ofType("msg"); len(msgs) != 1 || msgs[0].ID != "id-1" || msgs[0].Text != "hi" {
 			return fmt.Errorf("msgs = %+v", msgs)
 		}
@@ -142,7 +147,7 @@ func TestSendAckAndEcho(t *testing.T) {
 		t.Error("Send with both to and conv succeeded")
 	}
 	_ = c.Close()
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		smu.Lock()
 		defer smu.Unlock()
 		want := []client.State{client.Connecting, client.Connected, client.Disconnected}
@@ -166,7 +171,7 @@ func TestReconnectResumes(t *testing.T) {
 	for i := range 3 {
 		s.inject("u2", "u1", fmt.Sprint("m", i))
 	}
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if n := len(rec.ofType("msg")); n != 3 {
 			return fmt.Errorf("%d msgs", n)
 		}
@@ -176,7 +181,7 @@ func TestReconnectResumes(t *testing.T) {
 	for i := 3; i < 5; i++ {
 		s.inject("u2", "u1", fmt.Sprint("m", i))
 	}
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		msgs := rec.ofType("msg")
 		if len(msgs) != 5 {
 			return fmt.Errorf("%d msgs", len(msgs))
@@ -294,7 +299,7 @@ func TestSendContextAndClose(t *testing.T) {
 		if !errors.Is(err, client.ErrClosed) {
 			t.Errorf("Send = %v, want ErrClosed", err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("Send did not return after Close")
 	}
 }
@@ -303,7 +308,7 @@ func TestCursorExpired(t *testing.T) {
 	s := newFakeServer(t)
 	var rec recorder
 	c := dial(t, client.Config{URLs: []string{s.listen()}, Cursor: "u1:99", OnEvent: rec.on})
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if errs := rec.ofType("error"); len(errs) != 1 || errs[0].Code != client.CodeCursorExpired {
 			return fmt.Errorf("errors = %+v", errs)
 		}
@@ -314,7 +319,7 @@ func TestCursorExpired(t *testing.T) {
 	})
 	s.inject("u2", "u1", "after")
 	s.closeAll(1001)
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if msgs := rec.ofType("msg"); len(msgs) != 1 {
 			return fmt.Errorf("msgs = %+v", msgs)
 		}
@@ -338,7 +343,7 @@ func TestDuplicateMsgDropped(t *testing.T) {
 	}
 	s.mu.Unlock()
 	s.inject("u2", "u1", "b")
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		msgs := rec.ofType("msg")
 		if len(msgs) != 2 || msgs[0].Text != "a" || msgs[1].Text != "b" {
 			return fmt.Errorf("msgs = %+v", msgs)
@@ -352,7 +357,7 @@ func TestSyncWatchTypingReceipt(t *testing.T) {
 	var rec recorder
 	c := dial(t, client.Config{URLs: []string{s.listen()}, OnEvent: rec.on})
 	s.inject("u2", "u1", "a")
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if len(rec.ofType("msg")) != 1 {
 			return errors.New("no msg")
 		}
@@ -370,7 +375,7 @@ func TestSyncWatchTypingReceipt(t *testing.T) {
 	if err := c.Receipt("d_u1_u2", 1, "read"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	waitFor(t, patience, func() error {
 		if n := len(rec.ofType("msg")); n != 2 { // the sync replays it on purpose
 			return fmt.Errorf("%d msgs", n)
 		}
@@ -386,7 +391,7 @@ func TestSyncWatchTypingReceipt(t *testing.T) {
 		return nil
 	})
 	s.closeAll(4001)
-	waitFor(t, 2*time.Second, func() error { // the watch list is sent again
+	waitFor(t, patience, func() error { // the watch list is sent again
 		if n := len(s.framesOfType("watch")); n != 2 {
 			return fmt.Errorf("%d watch frames", n)
 		}
@@ -404,7 +409,7 @@ func TestAutoDelivered(t *testing.T) {
 	for i := range 30 {
 		s.inject("u2", "u1", fmt.Sprint(i))
 	}
-	waitFor(t, 5*time.Second, func() error { // the last after DeliveredInterval (1 s)
+	waitFor(t, patience, func() error { // the last after DeliveredInterval (1 s)
 		rs := s.framesOfType("receipt")
 		if len(rs) == 0 || rs[len(rs)-1]["seq"] != float64(31) {
 			return fmt.Errorf("receipts = %v", rs)
