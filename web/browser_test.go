@@ -38,8 +38,11 @@ import (
 
 const chromiumPath = "/usr/bin/chromium"
 
-// waitTimeout bounds every wait for a condition in a page.
-const waitTimeout = 20 * time.Second
+// waitTimeout bounds a wait for one condition in a page (a message shown,
+// a tick turned): generous, since the suite's packages share two cores with
+// the browser. A wait for a volume of work waits on its progress instead
+// (page.waitProgress).
+const waitTimeout = platformtest.Patience
 
 func needBrowser(t *testing.T) {
 	t.Helper()
@@ -172,11 +175,11 @@ func (pg *page) do(actions ...chromedp.Action[chromedp.Void]) {
 }
 
 // eval runs a JavaScript expression and decodes its value into T.
-func eval[T any](pg *page, expr string) T {
+func eval[T any](pg *page, expr string, opts ...chromedp.EvaluateOption) T {
 	pg.t.Helper()
 	ctx, cancel := context.WithTimeout(pg.ctx, waitTimeout)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, opts...))
 	if err != nil {
 		pg.fatalf("eval %s: %v", expr, err)
 	}
@@ -204,6 +207,29 @@ func (pg *page) waitFor(what, expr string) {
 		}
 		<-tick.C
 	}
+}
+
+// waitProgress waits until the JavaScript expression expr is truthy, as
+// long as the number the expression progress evaluates to keeps growing
+// (platformtest.WaitProgress): for a volume of work, e.g. a page of
+// history, whose total time depends on how busy the machine is.
+func (pg *page) waitProgress(what, expr, progress string) {
+	pg.t.Helper()
+	platformtest.WaitProgress(pg.t, func() (int, error) {
+		ctx, cancel := context.WithTimeout(pg.ctx, 5*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
+			Done bool    `json:"done"`
+			N    float64 `json:"n"`
+		}](`({ done: !!(`+expr+`), n: Number(`+progress+`) || 0 })`))
+		switch {
+		case err != nil:
+			return -1, fmt.Errorf("%s: waiting for %s (%s): %v", pg.name, what, expr, err)
+		case !v.Done:
+			return int(v.N), fmt.Errorf("%s: waiting for %s (%s), at %v", pg.name, what, expr, v.N)
+		}
+		return int(v.N), nil
+	})
 }
 
 func (pg *page) fatalf(format string, args ...any) {
@@ -477,7 +503,8 @@ func TestScrollBack(t *testing.T) {
 
 	bob := newPage(t, "bob", 1280, 800)
 	bob.signIn(base, "", p.Token("bob"))
-	bob.waitFor("120 unread", `document.querySelector('#conv-list li[data-unread="120"]')`)
+	bob.waitProgress("120 unread", `document.querySelector('#conv-list li[data-unread="120"]')`,
+		`Math.max(0, ...[...document.querySelectorAll('#conv-list li')].map((li) => +li.dataset.unread || 0))`)
 	bob.openConv("alice")
 	bob.waitMessage("message number 120")
 	if n := eval[int](bob, `document.querySelectorAll('#msg-list li.msg').length`); n != 50 {
@@ -485,12 +512,13 @@ func TestScrollBack(t *testing.T) {
 	}
 	bob.waitFor("scrolled to the bottom", `(() => { const b = document.getElementById('messages'); return b.scrollHeight - b.scrollTop - b.clientHeight < 5; })()`)
 	top := `document.querySelector('#msg-list li.msg').dataset.seq`
+	count := `document.querySelectorAll('#msg-list li.msg').length`
 	for _, want := range []int{100, 120} {
 		first := eval[string](bob, top)
 		// Scroll to the top: the page before loads, and the message that was
 		// first stays where it was on the screen.
-		before := eval[float64](bob, `(() => { const b = document.getElementById('messages'); b.scrollTop = 0; return document.querySelector('#msg-list li[data-seq="`+first+`"]').getBoundingClientRect().top; })()`)
-		bob.waitFor(fmt.Sprintf("%d messages", want), fmt.Sprintf(`document.querySelectorAll('#msg-list li.msg').length === %d`, want))
+		before := bob.scrollToTop(first)
+		bob.waitProgress(fmt.Sprintf("%d messages", want), fmt.Sprintf(`%s === %d`, count, want), count)
 		after := eval[float64](bob, `document.querySelector('#msg-list li[data-seq="`+first+`"]').getBoundingClientRect().top`)
 		if d := after - before; d < -40 || d > 40 {
 			t.Fatalf("message %s moved by %.0f px when the older page came", first, d)
@@ -521,6 +549,47 @@ func TestScrollBack(t *testing.T) {
 	phone.screenshot("web-narrow-chat")
 	phone.click("#back")
 	phone.waitFor("the list again", `document.getElementById('app').dataset.view === 'list'`)
+}
+
+// scrollToTop scrolls the messages to the top at once and returns where
+// the message with seq anchor is on the screen just after, before an older
+// page can come. The scroll must make the page load the older page: when
+// its scroll event finds no load started, the page missed that it was
+// scrolled up (a render between the scroll and its event sets ui.js's
+// lastScrollTop to the top already, so maybeLoadOlder sees no move up);
+// that is logged, and the person scrolls down a little and up again, as a
+// person would. A scroll without its event fails after waitTimeout.
+func (pg *page) scrollToTop(anchor string) float64 {
+	pg.t.Helper()
+	type scrolled struct {
+		Before  float64 `json:"before"`
+		Loading bool    `json:"loading"`
+	}
+	for attempt := 1; ; attempt++ {
+		v := eval[scrolled](pg, `new Promise((resolve) => {
+			const b = document.getElementById('messages');
+			let before;
+			b.addEventListener('scroll', () => {
+				// After the page's own handler: has it started loading?
+				const c = window.messenger.openConv();
+				resolve({ before, loading: !!(c && c.loadingOlder) });
+			}, { once: true });
+			b.scrollTop = 0;
+			before = document.querySelector('#msg-list li[data-seq="`+anchor+`"]').getBoundingClientRect().top;
+		})`, chromedp.EvalAwaitPromise)
+		if v.Loading {
+			return v.Before
+		}
+		if attempt == 5 {
+			pg.fatalf("scrolled to the top %d times, and no older page was asked for", attempt)
+		}
+		pg.t.Logf("%s: scrolled to the top, and no older page was asked for (the scroll went unseen); scrolling again", pg.name)
+		eval[bool](pg, `new Promise((resolve) => {
+			const b = document.getElementById('messages');
+			b.addEventListener('scroll', () => resolve(true), { once: true });
+			b.scrollTop = 600;
+		})`, chromedp.EvalAwaitPromise)
+	}
 }
 
 // chatBothWays: alice (on the page pa) and bob (pb) write to each other.
