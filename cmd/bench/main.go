@@ -9,6 +9,7 @@
 //	go run ./cmd/bench reconnect                  # 10,000 clients drop and catch up
 //	go run ./cmd/bench history --data /var/tmp/bench-history
 //	go run ./cmd/bench group                      # 4 groups of 256, 4 msg/s: latency to the last member
+//	go run ./cmd/bench fresh --rate 2500          # every message opens a new conversation
 //
 // By default it builds ./cmd/messenger and starts the platform itself
 // (--start all: `messenger all` plus extra `messenger edge` processes;
@@ -72,7 +73,8 @@ type options struct {
 	Duration     time.Duration
 	Users        int
 	TextSize     int
-	Receipts     bool
+	Receipts     receiptMode
+	Driver       string
 	Drain        time.Duration
 	MaxStart     float64
 	MaxStep      float64
@@ -124,11 +126,13 @@ func (o *options) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "idle, reconnect: connects in flight per worker")
 	fs.DurationVar(&o.Hold, "hold", 150*time.Second, "idle: how long the connections are held before memory is read (past Go's forced GC every 2 min)")
 
-	fs.Float64Var(&o.Rate, "rate", 2000, "direct: total messages per second")
-	fs.DurationVar(&o.Duration, "duration", 60*time.Second, "direct, group: how long to send")
-	fs.IntVar(&o.Users, "users", 2000, "direct, max: users (in pairs, the two of a pair on different edges, both sending)")
+	fs.Float64Var(&o.Rate, "rate", 2000, "direct, fresh: total messages per second")
+	fs.DurationVar(&o.Duration, "duration", 60*time.Second, "direct, fresh, group: how long to send")
+	fs.IntVar(&o.Users, "users", 2000, "direct, max: users (in pairs, the two of a pair on different edges, both sending); fresh: users, each writing to (users-1)/2 others at most")
 	fs.IntVar(&o.TextSize, "text-size", 40, "bytes of text per message")
-	fs.BoolVar(&o.Receipts, "receipts", true, "direct, max, group: recipients send delivered receipts as the Go client does (--receipts=false: none)")
+	o.Receipts = receiptsThrottled
+	fs.Var(&o.Receipts, "receipts", "direct, max, fresh, group: none; each (a delivered receipt for every message); throttled (as the Go client: per conversation the first at once, then at most one per second)")
+	fs.StringVar(&o.Driver, "driver", "raw", "direct, max, fresh, group: raw (bare WebSockets writing pre-encoded frames, reading only the fields they need) or client (the Go client package, one goroutine per send)")
 	fs.DurationVar(&o.Drain, "drain", 10*time.Second, "direct, max, group: stop waiting for deliveries when none came for this long (at most 3 min); reconnect: wait at most this long")
 	fs.Float64Var(&o.MaxStart, "max-start", 1000, "max: first rate")
 	fs.Float64Var(&o.MaxStep, "max-step", 1000, "max: rate added at each step")
@@ -162,7 +166,7 @@ func envOr(k, def string) string {
 	return def
 }
 
-var scenarioNames = []string{"idle", "direct", "max", "reconnect", "history", "group"}
+var scenarioNames = []string{"idle", "direct", "max", "reconnect", "history", "group", "fresh"}
 
 // defaultTimeout bounds a scenario when --timeout is not given.
 func (o *options) timeoutFor(s string) time.Duration {
@@ -172,7 +176,7 @@ func (o *options) timeoutFor(s string) time.Duration {
 	switch s {
 	case "idle":
 		return 5*time.Minute + o.Hold
-	case "direct":
+	case "direct", "fresh":
 		return 8*time.Minute + o.Duration
 	case "max":
 		return 30 * time.Minute
@@ -195,6 +199,7 @@ scenarios (each bounded by --timeout and stopping by itself):
   reconnect  N clients drop and reconnect with their cursor while messages flow
   history    page latency once ClickHouse holds --messages messages
   group      --groups groups of --group-size members at --group-rate: latency to the last member
+  fresh      every message to a user the sender never wrote to nor heard from, at --rate
 
 flags (each also BENCH_<FLAG>, upper case, - as _):
 `
@@ -266,6 +271,9 @@ func parseArgs(args []string) (*options, []string, error) {
 		if !ok {
 			return nil, nil, fmt.Errorf("unknown scenario %q (%s)", s, strings.Join(scenarioNames, ", "))
 		}
+	}
+	if o.Driver != "raw" && o.Driver != "client" {
+		return nil, nil, fmt.Errorf("--driver: raw or client, not %q", o.Driver)
 	}
 	if len(scen) == 0 {
 		fs.Usage()
@@ -353,7 +361,7 @@ func run(args []string) error {
 		case "idle":
 			err = b.idle(sctx, res)
 		case "direct":
-			err = b.direct(sctx, res)
+			err = b.direct(sctx, res, "direct")
 		case "max":
 			err = b.max(sctx, res)
 		case "reconnect":
@@ -362,6 +370,8 @@ func run(args []string) error {
 			err = b.history(sctx, res)
 		case "group":
 			err = b.group(sctx, res)
+		case "fresh":
+			err = b.direct(sctx, res, "fresh")
 		}
 		if err == nil && sctx.Err() != nil {
 			err = sctx.Err()

@@ -90,6 +90,7 @@ var scraped = []string{
 	"messenger_fanout_events_total", "messenger_fanout_queue_writes_total", "messenger_fanout_queue_writes_skipped_total",
 	"messenger_fanout_queue_conflicts_total", "messenger_fanout_queue_retries_total", "messenger_fanout_summary_writes_total",
 	"messenger_projector_events_total",
+	"messenger_nats_in_msgs_total", "messenger_nats_out_msgs_total", "messenger_jetstream_stored_msgs_total",
 	"messenger_fanout_queue_write_seconds_sum", "messenger_fanout_queue_write_seconds_count",
 }
 

@@ -14,7 +14,9 @@ import (
 // With --profile DIR the started platform processes serve Go profiles
 // (messenger --pprof) and the bench saves them under DIR while it measures:
 // a CPU profile of every platform process over the sending (direct) or the
-// reconnect storm, and heap profiles at the end of the idle hold. Read them
+// reconnect storm, and heap profiles at the end of the idle hold; each
+// worker (the load generator) saves a CPU profile of its whole life
+// (<run>-worker-<i>-cpu.pprof). Read them
 // with `go tool pprof -top DIR/<file>`.
 
 var profileClient = &http.Client{Timeout: 5 * time.Minute}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,16 +14,23 @@ import (
 
 // rawConn is a bare WebSocket user speaking PROTOCOL.md directly through
 // gws: lighter than the client package (no queue, no dispatcher goroutine,
-// a 4 KiB read buffer), for scenarios with tens of thousands of users, and
-// it records what arrives exactly as it arrives (gaps and duplicates
-// included). It keeps the cursor of the last stored event, answers pings,
-// and reconnects with the cursor when told.
-// Used by the idle and reconnect scenarios.
+// no goroutine per send, a 4 KiB read buffer, frames built and read without
+// encoding/json, see frames.go), and it records what arrives exactly as it
+// arrives (gaps and duplicates included, per conversation). It keeps the
+// cursor of the last stored event, answers pings, reconnects with the cursor
+// when told, sends pre-encoded frames for the load scenarios (the worker's
+// send loop writes them; acks and errors are matched by the id, which
+// carries the tag and the due time) and answers messages with delivered
+// receipts per --receipts. Used by every scenario but the reconnect senders
+// and --driver client.
 type rawConn struct {
-	w    *worker
-	name string
-	url  string // ws://host:port
-	rec  bool   // record every msg (seq, receive time)
+	w        *worker
+	name     string
+	url      string // ws://host:port
+	rec      bool   // record every msg (seq, receive time)
+	perMsg   bool   // own copies count as deliveries, arrivals kept by message (group)
+	receipts receiptMode
+	thr      receiptThrottle
 
 	mu        sync.Mutex
 	sess      *rawSession // current connection, nil when down
@@ -33,11 +39,19 @@ type rawConn struct {
 	dropAt    int64
 	recv      [][2]int64 // seq, unix ns
 	count     int64
-	maxSeq    int64
+	seqs      map[string]*int64 // highest seq seen per conversation, own messages included
 	gaps      int64
 	dups      int64
 	errCodes  map[string]int64
 	reconnErr int64
+	lastTag   string // the tag of the last ack or message, and its stats
+	lastSt    *tagStats
+}
+
+func newRawConn(w *worker, u userSpec, a connectArgs) *rawConn {
+	r := &rawConn{w: w, name: u.Name, url: u.URL, rec: a.Record, perMsg: a.PerMessage, receipts: a.Receipts}
+	r.thr.write = func(conv string, seq int64) { _ = r.write(appendReceipt(nil, conv, seq)) }
+	return r
 }
 
 // rawSession is one connection of a rawConn.
@@ -47,16 +61,6 @@ type rawSession struct {
 	hello  chan struct{}
 	once   sync.Once
 	closed chan struct{}
-}
-
-// rawFrame is the part of a server frame a raw user reads.
-type rawFrame struct {
-	Type   string `json:"type"`
-	Conv   string `json:"conv"`
-	From   string `json:"from"`
-	Seq    int64  `json:"seq"`
-	Cursor string `json:"cursor"`
-	Code   string `json:"code"`
 }
 
 func (s *rawSession) OnOpen(*gws.Conn) {}
@@ -75,6 +79,7 @@ func (s *rawSession) OnClose(*gws.Conn, error) {
 func (s *rawSession) OnPing(c *gws.Conn, p []byte) {
 	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_ = c.WritePong(p)
+	_ = c.SetWriteDeadline(time.Time{}) // the users' sends and receipts write too
 }
 
 func (s *rawSession) OnPong(*gws.Conn, []byte) {}
@@ -82,56 +87,135 @@ func (s *rawSession) OnPong(*gws.Conn, []byte) {}
 func (s *rawSession) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	now := time.Now().UnixNano()
-	var f rawFrame
-	if json.Unmarshal(m.Bytes(), &f) != nil {
-		return
-	}
+	b := m.Bytes()
 	r := s.r
-	switch f.Type {
+	switch string(field(b, keyType)) {
+	case "msg":
+		r.onMsg(b, now)
+	case "ack":
+		if tag, due, ok := parseSendID(field(b, keyID)); ok {
+			st := r.stats(tag)
+			st.acked.Add(1)
+			r.w.acked.Add(1)
+			st.ack.Record(time.Duration(now - due))
+		}
+	case "receipt":
+		if c := field(b, keyCursor); len(c) > 0 {
+			r.mu.Lock()
+			r.cursor = string(c)
+			r.mu.Unlock()
+		}
 	case "hello":
 		r.mu.Lock()
 		r.hellos = append(r.hellos, now)
 		if r.cursor == "" {
-			r.cursor = f.Cursor
+			r.cursor = string(field(b, keyCursor))
 		}
 		r.mu.Unlock()
 		s.once.Do(func() { close(s.hello) })
-	case "msg":
-		r.mu.Lock()
-		if f.Cursor != "" {
-			r.cursor = f.Cursor
-		}
-		if f.From != r.name {
-			switch {
-			case f.Seq <= r.maxSeq:
-				r.dups++
-			case f.Seq > r.maxSeq+1:
-				r.gaps += f.Seq - r.maxSeq - 1
-			}
-			r.count++
-			if f.Seq > r.maxSeq {
-				r.maxSeq = f.Seq
-			}
-			if r.rec {
-				r.recv = append(r.recv, [2]int64{f.Seq, now})
-			}
-		}
-		r.mu.Unlock()
-		r.w.rawMsgs.Add(1)
-	case "receipt":
-		if f.Cursor != "" {
-			r.mu.Lock()
-			r.cursor = f.Cursor
-			r.mu.Unlock()
-		}
 	case "error":
+		code := string(field(b, keyCode))
+		if tag, _, ok := parseSendID(field(b, keyID)); ok {
+			r.w.fail(r.stats(tag), code)
+			return
+		}
 		r.mu.Lock()
 		if r.errCodes == nil {
 			r.errCodes = map[string]int64{}
 		}
-		r.errCodes[f.Code]++
+		r.errCodes[code]++
 		r.mu.Unlock()
 	}
+}
+
+// onMsg accounts for one msg event: cursor, per-conversation seq order,
+// delivery and latency of the bench's texts, and the receipt.
+func (r *rawConn) onMsg(b []byte, now int64) {
+	conv := field(b, keyConv)
+	seq, _ := atoi(field(b, keySeq))
+	own := string(field(b, keyFrom)) == r.name
+	tag, due, isText := parseText(field(b, keyText))
+	var st *tagStats
+	r.mu.Lock()
+	if c := field(b, keyCursor); len(c) > 0 {
+		r.cursor = string(c)
+	}
+	if isText {
+		st = r.statsLocked(tag)
+	}
+	last := r.seqs[string(conv)]
+	if last == nil {
+		if r.seqs == nil {
+			r.seqs = map[string]*int64{}
+		}
+		last = new(int64)
+		r.seqs[string(conv)] = last
+	}
+	gap, dup := seq-*last-1, seq <= *last
+	*last = max(*last, seq)
+	if dup {
+		r.dups++
+	} else if gap > 0 {
+		r.gaps += gap
+	}
+	if !own {
+		r.count++
+		if r.rec {
+			r.recv = append(r.recv, [2]int64{seq, now})
+		}
+	}
+	r.mu.Unlock()
+	if !own {
+		r.w.rawMsgs.Add(1)
+	}
+	if st != nil {
+		if dup {
+			st.dups.Add(1)
+		} else if gap > 0 {
+			st.gaps.Add(gap)
+		}
+		if !own || r.perMsg {
+			r.w.countDelivery(st, now, due)
+			if r.perMsg {
+				st.arrived(string(conv), seq, due, now)
+			}
+		}
+	}
+	if own || seq <= 0 {
+		return
+	}
+	switch r.receipts {
+	case receiptsEach:
+		_ = r.write(appendReceipt(nil, conv, seq))
+	case receiptsThrottled:
+		r.thr.note(conv, seq)
+	}
+}
+
+// stats is the worker's stats of tag, cached for the next frame.
+func (r *rawConn) stats(tag []byte) *tagStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.statsLocked(tag)
+}
+
+func (r *rawConn) statsLocked(tag []byte) *tagStats {
+	if r.lastSt == nil || string(tag) != r.lastTag {
+		r.lastTag = string(tag)
+		r.lastSt = r.w.tag(r.lastTag)
+	}
+	return r.lastSt
+}
+
+// write sends one text frame (masked, as a client must) on the current connection.
+func (r *rawConn) write(frame []byte) error {
+	r.mu.Lock()
+	s := r.sess
+	r.mu.Unlock()
+	if s == nil {
+		return errors.New("not connected")
+	}
+	return s.ws.WriteMessage(gws.OpcodeText, frame)
 }
 
 // dial connects (with the saved cursor, if any) and waits for hello.
@@ -232,7 +316,6 @@ type rawReport struct {
 	DropAt    int64            `json:"drop_at"`
 	Recv      [][2]int64       `json:"recv,omitempty"`
 	Count     int64            `json:"count"`
-	MaxSeq    int64            `json:"max_seq"`
 	Gaps      int64            `json:"gaps"`
 	Dups      int64            `json:"dups"`
 	Errors    map[string]int64 `json:"errors,omitempty"`
@@ -245,7 +328,7 @@ func (r *rawConn) report() rawReport {
 	defer r.mu.Unlock()
 	return rawReport{
 		Name: r.name, Hellos: append([]int64(nil), r.hellos...), DropAt: r.dropAt,
-		Recv: append([][2]int64(nil), r.recv...), Count: r.count, MaxSeq: r.maxSeq,
+		Recv: append([][2]int64(nil), r.recv...), Count: r.count,
 		Gaps: r.gaps, Dups: r.dups, Errors: r.errCodes, ReconnErr: r.reconnErr, Up: r.sess != nil,
 	}
 }

@@ -71,9 +71,13 @@ func (e *env) platformNames() string {
 // 1 s by default) to be written and stored, so that their cost is counted.
 const receiptSettle = 1200 * time.Millisecond
 
-// dialNote says where the users' connections come from.
-func (e *env) dialNote() string {
-	return fmt.Sprintf("users: Go clients in %d workers, worker i dialing from 127.0.0.(2+i) (127.0.0.2-127.0.0.%d)", len(e.ws), 1+len(e.ws))
+// dialNote says what the users are and where their connections come from.
+func (b *bench) dialNote(e *env) string {
+	what := "raw WebSockets writing pre-encoded frames (--driver raw)"
+	if b.opt.Driver == "client" {
+		what = "Go clients (--driver client)"
+	}
+	return fmt.Sprintf("users: %s in %d workers, worker i dialing from 127.0.0.(2+i) (127.0.0.2-127.0.0.%d)", what, len(e.ws), 1+len(e.ws))
 }
 
 // progressAll sums the workers' progress counters (best effort, 2 s).

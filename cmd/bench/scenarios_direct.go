@@ -6,18 +6,22 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // directEnv is the direct and max scenarios' platform, workers and users:
 // --users users in pairs, the two of a pair on different edges and (when
 // there are several) in different workers, each sending to the other. The
-// group scenario uses it too, with routes to groups.
+// group scenario uses it too, with routes to groups; the fresh scenario
+// with --users users each sending to users it never wrote to (freshUsers).
 type directEnv struct {
 	*env
 	routes      [][][2]string // per worker: from, to
 	toConv      bool          // routes go to conversations (groups), not users
-	copies      int64         // deliveries per message: 1, or the group's members
+	freshUsers  int           // fresh: users, named freshPrefix + index; routes name only the sender
+	freshPrefix string
+	copies      int64 // deliveries per message: 1, or the group's members
 	totalRoutes int
 	users       int
 	idleCPU     float64 // platform CPU seconds per second with the users connected and nothing sent
@@ -36,7 +40,15 @@ func (b *bench) directSetup(ctx context.Context, scenario string) (*directEnv, f
 	W, E := len(e.ws), len(e.pl.edges)
 	users := make([][]userSpec, W)
 	d.routes = make([][][2]string, W)
+	if scenario == "fresh" {
+		d.freshUsers, d.freshPrefix = d.users, b.userName("f", 0)[:len(b.userName("f", 0))-1]
+	}
 	for i := 0; i < d.users; i++ {
+		if d.freshUsers > 0 {
+			users[i%W] = append(users[i%W], userSpec{Name: b.userName("f", i), URL: e.pl.edges[i%E]})
+			d.routes[i%W] = append(d.routes[i%W], [2]string{b.userName("f", i), ""})
+			continue
+		}
 		pair := i / 2
 		edge := (pair + i%2) % E
 		w := i % W
@@ -46,10 +58,10 @@ func (b *bench) directSetup(ctx context.Context, scenario string) (*directEnv, f
 	d.totalRoutes = d.users
 	b.prog.set(scenario+": connecting", 0, func() string {
 		p := progressAll(e.ws)
-		return fmt.Sprintf("clients %s/%s", fmtNum(float64(p.Clients)), fmtNum(float64(d.users)))
+		return fmt.Sprintf("users %s/%s", fmtNum(float64(p.Clients+p.RawUp)), fmtNum(float64(d.users)))
 	})
 	reps, err := callAll[connectReply](ctx, e.ws, "connect", func(i int) any {
-		return connectArgs{Users: users[i], Concurrency: 32, AutoDelivered: o.Receipts}
+		return connectArgs{Users: users[i], Concurrency: 32, Raw: o.Driver == "raw", Receipts: o.Receipts}
 	})
 	if err != nil {
 		return nil, cleanup, err
@@ -61,6 +73,7 @@ func (b *bench) directSetup(ctx context.Context, scenario string) (*directEnv, f
 	}
 	// Warm up: one message each way in every pair creates the conversations
 	// (the first send of a pair records it), then the edges' caches are warm.
+	// Fresh: one message from every user, to its first fresh recipient.
 	if _, err := b.runRate(ctx, d, scenario+": warm-up", "w", min(o.Rate, 2000), 0, 1); err != nil {
 		return nil, cleanup, fmt.Errorf("warm-up: %w", err)
 	}
@@ -93,6 +106,8 @@ type rateRun struct {
 	duration                 time.Duration
 	sent, acked, delivered   int64
 	lost                     int64
+	gaps, dups               int64 // raw users: seq gaps and duplicates per conversation
+	raw                      bool  // --driver raw
 	errors, retries          map[string]int64
 	disconnects              int64
 	ack, e2e                 histData
@@ -100,6 +115,7 @@ type rateRun struct {
 	window                   time.Duration
 	procs                    []procFigure
 	platformCPU, loadCPU, ch float64 // µs per delivered message
+	workerCPU                float64 // µs per delivered message, the worker processes only (loadCPU less the coordinator)
 	marginalCPU              float64 // platform µs per delivered message above its idle CPU
 	otherCPU                 float64 // cores used by processes outside the bench and the platform
 	windowSecs               float64 // of the CPU samples
@@ -127,7 +143,7 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 	})
 	before := snapshot(d.procs, true)
 	var profiles func() []string
-	if name := map[string]string{"d": "direct", "g": "group"}[tag]; name != "" {
+	if name := map[string]string{"d": "direct", "g": "group", "f": "fresh"}[tag]; name != "" {
 		profiles = b.profileCPU(ctx, d.pl, name, int(min(dur, 30*time.Second).Seconds()))
 	}
 	_, err := callAll[sendReply](ctx, d.ws, "send", func(i int) any {
@@ -136,6 +152,7 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 			Tag: tag, T0: t0, Offset: int64(float64(i) * 1e9 / rate),
 			Rate: rate * share, Count: int(math.Round(float64(total) * share)),
 			Routes: d.routes[i], ToConv: d.toConv, TextSize: o.TextSize, Timeout: int64(30 * time.Second),
+			FreshUsers: d.freshUsers, FreshPrefix: d.freshPrefix,
 		}
 	})
 	if err != nil {
@@ -173,7 +190,7 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 	if err := d.pl.died(); err != nil {
 		return nil, err
 	}
-	r := &rateRun{rate: rate, duration: dur, errors: map[string]int64{}, retries: map[string]int64{}}
+	r := &rateRun{rate: rate, duration: dur, errors: map[string]int64{}, retries: map[string]int64{}, raw: o.Driver == "raw"}
 	if profiles != nil {
 		r.profiles = profiles()
 	}
@@ -183,6 +200,8 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 		r.sent += s.Sent
 		r.acked += s.Acked
 		r.delivered += s.Delivered
+		r.gaps += s.Gaps
+		r.dups += s.Dups
 		for k, v := range s.Errors {
 			r.errors[k] += v
 		}
@@ -213,6 +232,11 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 		n := float64(r.delivered)
 		r.platformCPU = 1e6 * sumCPU(r.procs, "platform") / n
 		r.loadCPU = 1e6 * sumCPU(r.procs, "load") / n
+		for _, p := range r.procs {
+			if strings.HasPrefix(p.Name, "worker-") {
+				r.workerCPU += 1e6 * p.CPUSeconds / n
+			}
+		}
 		r.ch = 1e6 * sumCPU(r.procs, "shared") / n
 		r.windowSecs = after[d.procs[0].Name].At.Sub(before[d.procs[0].Name].At).Seconds()
 		r.marginalCPU = 1e6 * (sumCPU(r.procs, "platform") - d.idleCPU*r.windowSecs) / n
@@ -246,6 +270,10 @@ func (r *rateRun) figures(res *result) {
 	res.add("acked", "acked", float64(r.acked), "count")
 	res.add("delivered", "delivered", float64(r.delivered), "count")
 	res.add("lost", "lost (acked, never delivered)", float64(r.lost), "count")
+	if r.raw {
+		res.add("gaps", "seq gaps seen by the users (per conversation, own messages included)", float64(r.gaps), "count")
+		res.add("duplicates", "duplicates or out-of-order seqs seen by the users", float64(r.dups), "count")
+	}
 	res.addText("errors", "errors (by code)", fmtErrors(r.errors))
 	res.addText("retries", "retried by the client (by code)", fmtErrors(r.retries))
 	res.add("disconnects", "client disconnects", float64(r.disconnects), "count")
@@ -262,6 +290,7 @@ func (r *rateRun) figures(res *result) {
 	res.add("platform_cpu_marginal", "  of which above the platform's idle CPU", r.marginalCPU, "us")
 	res.add("clickhouse_cpu_per_msg", "ClickHouse server CPU per delivered message", r.ch, "us")
 	res.add("load_cpu_per_msg", "load generator CPU per delivered message", r.loadCPU, "us")
+	res.add("worker_cpu_per_msg", "  of which the worker processes (the users)", r.workerCPU, "us")
 	res.add("other_cpu", "CPU of other processes on the box (noise, % of one core)", 100*r.otherCPU, "pct")
 	r.platformCounters(res, float64(r.delivered), "delivered message")
 }
@@ -290,39 +319,53 @@ func (r *rateRun) platformCounters(res *result, n float64, unit string) {
 	per("gaps_per_msg", "  live gaps per message", "messenger_edge_live_gaps_total")
 	per("seq_conflicts_per_msg", "  seq conflicts per message", "messenger_edge_seq_conflicts_total")
 	per("projected_per_msg", "  events projected into ClickHouse per message", "messenger_projector_events_total")
+	per("js_stored_per_msg", "  JetStream messages stored per message (every stream and KV bucket)", "messenger_jetstream_stored_msgs_total")
+	per("nats_in_per_msg", "  NATS messages received by the server per message", "messenger_nats_in_msgs_total")
+	per("nats_out_per_msg", "  NATS messages sent by the server per message", "messenger_nats_out_msgs_total")
 	if c := counterSum(r.procs, "messenger_fanout_queue_write_seconds_count"); c > 0 {
 		res.add("queue_write_ms", "  fan-out: mean time to store one queue entry", 1000*counterSum(r.procs, "messenger_fanout_queue_write_seconds_sum")/c, "ms")
 	}
 }
 
-// direct: pairs on different edges at a fixed total rate.
-func (b *bench) direct(ctx context.Context, res *result) error {
+// direct: pairs on different edges at a fixed total rate. fresh: every
+// message opens a conversation (to a user the sender never wrote to nor
+// heard from), at a fixed total rate.
+func (b *bench) direct(ctx context.Context, res *result, scenario string) error {
 	o := b.opt
-	d, cleanup, err := b.directSetup(ctx, "direct")
+	if scenario == "fresh" {
+		// Each user sends its share of the run plus the warm-up's one.
+		if per := o.Rate*o.Duration.Seconds()/float64(o.Users&^1) + 1; per > float64((o.Users&^1-1)/2) {
+			return fmt.Errorf("fresh: %.0f messages per user need more than --users %d (each can write to (users-1)/2 others)", per, o.Users)
+		}
+	}
+	d, cleanup, err := b.directSetup(ctx, scenario)
 	defer cleanup()
 	if err != nil {
 		return err
 	}
-	r, err := b.runRate(ctx, d, "direct", "d", o.Rate, o.Duration, 0)
+	r, err := b.runRate(ctx, d, scenario, scenario[:1], o.Rate, o.Duration, 0)
 	if err != nil {
 		return err
 	}
-	res.add("users", "users (pairs on different edges, both sending)", float64(d.users), "count")
+	if scenario == "fresh" {
+		res.add("users", "users (each message to a user the sender never wrote to nor heard from)", float64(d.users), "count")
+	} else {
+		res.add("users", "users (pairs on different edges, both sending)", float64(d.users), "count")
+	}
 	res.add("edges", "edges", float64(len(d.pl.edges)), "count")
 	res.add("idle_cpu", "platform CPU with nothing sent (% of one core)", 100*d.idleCPU, "pct")
 	r.figures(res)
-	if o.Rate >= 5000 {
+	switch {
+	case scenario == "fresh" && o.Rate >= 2500:
+		res.target("fresh at 2,500 msg/s: p99 end to end", "≤ 50 ms", fmtMs(r.e2e.Quantile(0.99)), r.e2e.Quantile(0.99) <= 50)
+	case scenario == "direct" && o.Rate >= 5000:
 		res.target("direct at 5,000 msg/s: p99 end to end", "≤ 10 ms", fmtMs(r.e2e.Quantile(0.99)), r.e2e.Quantile(0.99) <= 10)
 	}
 	res.target("nothing lost", "0", fmtNum(float64(r.lost)), r.lost == 0)
 	res.target("platform CPU per delivered message", "≤ 100 µs", fmt.Sprintf("%.0f µs", r.platformCPU), r.platformCPU <= 100)
-	if o.Receipts {
-		res.note("platform processes: %s; the projector runs; recipients send delivered receipts as the Go client does (AutoDelivered: the first of a conversation at once, then at most one per second)", d.platformNames())
-	} else {
-		res.note("platform processes: %s; the projector runs; NO receipts (--receipts=false)", d.platformNames())
-	}
+	res.note("platform processes: %s; the projector runs; %s", d.platformNames(), o.Receipts.describe())
 	res.note("latencies are measured from each send's scheduled time (open loop): a stall of the sender or the platform shows in them")
-	res.note("%s", d.dialNote())
+	res.note("%s", b.dialNote(d.env))
 	return nil
 }
 
@@ -419,6 +462,6 @@ func (b *bench) max(ctx context.Context, res *result) error {
 	res.Processes = best.procs
 	res.target("max: delivered with p99 < 50 ms, load generator included", "≥ 10,000 msg/s", fmtNum(best.deliveredPerSec)+" /s", best.deliveredPerSec >= 10000 && o.MaxP99 <= 50*time.Millisecond)
 	res.note("processes: the CPU of the highest passing step; platform: %s", d.platformNames())
-	res.note("%s", d.dialNote())
+	res.note("%s", b.dialNote(d.env))
 	return nil
 }

@@ -14,9 +14,9 @@ import (
 
 // group: --groups groups of --group-size members each (the sender
 // included), created through POST /v1/conversations by their sender; the
-// members are Go clients spread evenly over the workers and the edges. Each
-// group's sender (its member 0, the groups' senders on different workers
-// and edges) sends --group-rate/--groups messages per second for
+// members (raw users or Go clients, --driver) are spread evenly over the
+// workers and the edges. Each group's sender (its member 0, the groups'
+// senders on different workers and edges) sends --group-rate/--groups messages per second for
 // --duration, open loop. Every member's copy, the sender's own included,
 // is timed from its send's scheduled time; a message's latency to the last
 // member is the latest of its --group-size arrivals.
@@ -47,10 +47,10 @@ func (b *bench) group(ctx context.Context, res *result) error {
 	}
 	b.prog.set("group: connecting", 0, func() string {
 		p := progressAll(e.ws)
-		return fmt.Sprintf("clients %s/%s", fmtNum(float64(p.Clients)), fmtNum(float64(G*S)))
+		return fmt.Sprintf("users %s/%s", fmtNum(float64(p.Clients+p.RawUp)), fmtNum(float64(G*S)))
 	})
 	reps, err := callAll[connectReply](ctx, e.ws, "connect", func(i int) any {
-		return connectArgs{Users: users[i], Concurrency: 32, AutoDelivered: o.Receipts, PerMessage: true}
+		return connectArgs{Users: users[i], Concurrency: 32, Raw: o.Driver == "raw", Receipts: o.Receipts, PerMessage: true}
 	})
 	if err != nil {
 		return err
@@ -106,7 +106,7 @@ func (b *bench) group(ctx context.Context, res *result) error {
 	n := float64(max(r.acked, 1))
 	res.add("groups", "groups", float64(G), "count")
 	res.add("group_size", "members per group (the sender included)", float64(S), "count")
-	res.add("users", "users (Go clients)", float64(G*S), "count")
+	res.add("users", "users", float64(G*S), "count")
 	res.add("edges", "edges", float64(E), "count")
 	res.add("rate", "messages per second, all groups (open loop)", o.GroupRate, "per_s")
 	res.add("duration", "duration", r.duration.Seconds(), "s")
@@ -141,13 +141,9 @@ func (b *bench) group(ctx context.Context, res *result) error {
 	r.platformCounters(res, n, "group message")
 	res.target(fmt.Sprintf("group of %d: p99 from the send to the last member", S), "≤ 50 ms", fmtMs(lm.Quantile(0.99)), lm.N > 0 && lm.Quantile(0.99) <= 50)
 	res.target("nothing lost", "0", fmtNum(float64(r.lost)), r.lost == 0 && r.acked > 0)
-	if o.Receipts {
-		res.note("platform processes: %s; members send delivered receipts as the Go client does (the first of a conversation at once, then at most one per second)", e.platformNames())
-	} else {
-		res.note("platform processes: %s; NO receipts (--receipts=false), as in the in-process BenchmarkGroupDelivery256", e.platformNames())
-	}
-	res.note("latencies from each send's scheduled time (open loop); a member's copy is its msg handed to the Go client's OnEvent, the sender's own copy included")
-	res.note("%s", d.dialNote())
+	res.note("platform processes: %s; %s (the in-process BenchmarkGroupDelivery256 sends none)", e.platformNames(), o.Receipts.describe())
+	res.note("latencies from each send's scheduled time (open loop); a member's copy is its msg as read from the socket (--driver raw) or handed to the Go client's OnEvent (--driver client), the sender's own copy included")
+	res.note("%s", b.dialNote(d.env))
 	res.note("in process, one message at a time, no receipts (go test -run '^$' -bench GroupDelivery256 ./edge/): p99 19.1 ms to the last of 256 (docs/BENCHMARKS.md)")
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,12 +55,12 @@ type userSpec struct {
 }
 
 type connectArgs struct {
-	Users         []userSpec `json:"users"`
-	Concurrency   int        `json:"concurrency"`
-	Raw           bool       `json:"raw"`            // bare gws connections (rawConn), else the client package
-	AutoDelivered bool       `json:"auto_delivered"` // client package: delivered receipts as the Go client sends them
-	Record        bool       `json:"record"`         // raw: keep (seq, time) of every msg
-	PerMessage    bool       `json:"per_message"`    // client package: count each message's arrivals by conv and seq, own copies included (group)
+	Users       []userSpec  `json:"users"`
+	Concurrency int         `json:"concurrency"`
+	Raw         bool        `json:"raw"`         // bare gws connections (rawConn), else the client package
+	Receipts    receiptMode `json:"receipts"`    // delivered receipts: none, each, throttled (as the Go client)
+	Record      bool        `json:"record"`      // raw: keep (seq, time) of every msg
+	PerMessage  bool        `json:"per_message"` // count each message's arrivals by conv and seq, own copies included (group)
 }
 
 type connectReply struct {
@@ -82,8 +84,15 @@ type sendArgs struct {
 	Routes   [][2]string `json:"routes"`  // from, to
 	ToConv   bool        `json:"to_conv"` // Routes[k][1] is a conversation (a group), not a user
 	TextSize int         `json:"text_size"`
-	Timeout  int64       `json:"timeout"` // per send, ns
-	LogAcks  bool        `json:"log_acks"`
+	Timeout  int64       `json:"timeout"`  // per send, ns
+	LogAcks  bool        `json:"log_acks"` // Go client senders only
+	// Fresh: every send opens a conversation. The users are FreshPrefix+i for
+	// i in [0, FreshUsers); Routes[k][1] is ignored, and the j-th send of user
+	// i goes to user (i+j) mod FreshUsers (j from 1 to (FreshUsers-1)/2, over
+	// all the runs of a worker): no two sends share a pair of users, in
+	// either direction.
+	FreshUsers  int    `json:"fresh_users,omitempty"`
+	FreshPrefix string `json:"fresh_prefix,omitempty"`
 }
 
 type sendReply struct {
@@ -111,6 +120,7 @@ type progressReply struct {
 // tagStats are the counters and latencies of one tagged run.
 type tagStats struct {
 	sent, acked, delivered, receipts atomic.Int64
+	failed, gaps, dups               atomic.Int64 // raw users see gaps and duplicates (per conversation)
 	lastDelivery                     atomic.Int64
 	ack, e2e                         hist
 	mu                               sync.Mutex
@@ -144,6 +154,8 @@ type statsReply struct {
 	Acked        int64            `json:"acked"`
 	Delivered    int64            `json:"delivered"`
 	Receipts     int64            `json:"receipts"`
+	Gaps         int64            `json:"gaps"`
+	Dups         int64            `json:"dups"`
 	LastDelivery int64            `json:"last_delivery"`
 	Errors       map[string]int64 `json:"errors,omitempty"`
 	Retries      map[string]int64 `json:"retries,omitempty"`
@@ -179,6 +191,8 @@ type worker struct {
 	mu      sync.Mutex
 	clients map[string]*client.Client
 	raws    []*rawConn
+	rawBy   map[string]*rawConn
+	fresh   map[string]int // fresh sends made by each user
 	stats   map[string]*tagStats
 	acks    []ackLog
 	retries map[string]int64
@@ -197,7 +211,15 @@ func workerMain() error {
 		return err
 	}
 	raiseNoFile()
-	w := &worker{idx: idx, signer: signer, clients: map[string]*client.Client{}, stats: map[string]*tagStats{}, retries: map[string]int64{}}
+	if path := os.Getenv("BENCH_WORKER_PROFILE"); path != "" {
+		// --profile: the worker's CPU over its whole life (the load
+		// generator's own cost, to keep it small).
+		_ = os.MkdirAll(filepath.Dir(path), 0o755)
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
+	w := &worker{idx: idx, signer: signer, clients: map[string]*client.Client{}, rawBy: map[string]*rawConn{}, fresh: map[string]int{}, stats: map[string]*tagStats{}, retries: map[string]int64{}}
 	if s := os.Getenv("BENCH_WORKER_SOURCE"); s != "" {
 		w.src = net.ParseIP(s)
 	}
@@ -327,17 +349,18 @@ func (w *worker) connect(a connectArgs) connectReply {
 			defer func() { <-sem; wg.Done() }()
 			var err error
 			if a.Raw {
-				r := &rawConn{w: w, name: u.Name, url: u.URL, rec: a.Record}
+				r := newRawConn(w, u, a)
 				ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 				err = r.dial(ctx)
 				cancel()
 				if err == nil {
 					w.mu.Lock()
 					w.raws = append(w.raws, r)
+					w.rawBy[r.name] = r
 					w.mu.Unlock()
 				}
 			} else {
-				err = w.dialClient(u, a.AutoDelivered, a.PerMessage)
+				err = w.dialClient(u, a.Receipts, a.PerMessage)
 			}
 			mu.Lock()
 			if err != nil {
@@ -356,13 +379,13 @@ func (w *worker) connect(a connectArgs) connectReply {
 
 // dialClient connects one user with the Go client package. With perMsg, its
 // own copies count too and every arrival is kept by message (group).
-func (w *worker) dialClient(u userSpec, autoDelivered, perMsg bool) error {
+func (w *worker) dialClient(u userSpec, receipts receiptMode, perMsg bool) error {
 	name := u.Name
 	cfg := client.Config{
 		URLs:          []string{u.URL},
 		Token:         func() (string, error) { return w.signer.Token(name, 24*time.Hour) },
 		Dialer:        w.dialer,
-		AutoDelivered: autoDelivered,
+		AutoDelivered: receipts == receiptsEach || receipts == receiptsThrottled,
 		OnEvent: func(ev client.Event) {
 			now := time.Now().UnixNano()
 			switch ev.Type {
@@ -375,18 +398,10 @@ func (w *worker) dialClient(u userSpec, autoDelivered, perMsg bool) error {
 					return
 				}
 				st := w.tag(tag)
-				st.delivered.Add(1)
-				st.e2e.Record(time.Duration(now - sched))
+				w.countDelivery(st, now, sched)
 				if perMsg {
 					st.arrived(ev.Conv, ev.Seq, sched, now)
 				}
-				for {
-					last := st.lastDelivery.Load()
-					if now <= last || st.lastDelivery.CompareAndSwap(last, now) {
-						break
-					}
-				}
-				w.delivered.Add(1)
 			case "receipt":
 				// Receipts of the peer: counted per worker, not per tag.
 			}
@@ -402,6 +417,9 @@ func (w *worker) dialClient(u userSpec, autoDelivered, perMsg bool) error {
 			}
 		},
 	}
+	if receipts == receiptsEach {
+		cfg.DeliveredInterval = time.Nanosecond // no throttling
+	}
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, cfg)
@@ -415,42 +433,55 @@ func (w *worker) dialClient(u userSpec, autoDelivered, perMsg bool) error {
 	return nil
 }
 
-// text builds the message text: tag, due time, padding up to size bytes.
-func makeText(tag string, due int64, size int) string {
-	s := tag + ":" + strconv.FormatInt(due, 10) + ":"
-	if len(s) < size {
-		s += strings.Repeat("x", size-len(s))
+// countDelivery counts one copy of a bench message, due at due, received at now.
+func (w *worker) countDelivery(st *tagStats, now, due int64) {
+	st.delivered.Add(1)
+	st.e2e.Record(time.Duration(now - due))
+	for {
+		last := st.lastDelivery.Load()
+		if now <= last || st.lastDelivery.CompareAndSwap(last, now) {
+			break
+		}
 	}
-	return s
+	w.delivered.Add(1)
 }
 
-func parseText(t string) (tag string, due int64, ok bool) {
-	tag, rest, ok := strings.Cut(t, ":")
-	if !ok {
-		return "", 0, false
-	}
-	num, _, _ := strings.Cut(rest, ":")
-	due, err := strconv.ParseInt(num, 10, 64)
-	return tag, due, err == nil
-}
-
+// send runs an open-loop schedule. A route whose sender is a raw user gets
+// a pre-encoded frame written by this loop (its ack is counted when it
+// arrives, by the id); a Go client sender sends on a goroutine of its own.
+// It returns once every send is acked or failed, or a.Timeout after the last
+// one (the rest count as timeouts).
 func (w *worker) send(a sendArgs) sendReply {
 	st := w.tag(a.Tag)
 	if len(a.Routes) == 0 || a.Rate <= 0 {
 		return sendReply{}
 	}
 	w.mu.Lock()
-	senders := make([]*client.Client, len(a.Routes))
+	clients := make([]*client.Client, len(a.Routes))
+	raws := make([]*rawConn, len(a.Routes))
+	made := make([]int, len(a.Routes)) // fresh: sends made by the route's user so far
 	for i, r := range a.Routes {
-		senders[i] = w.clients[r[0]]
+		clients[i], raws[i], made[i] = w.clients[r[0]], w.rawBy[r[0]], w.fresh[r[0]]
 	}
 	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		for i, r := range a.Routes {
+			w.fresh[r[0]] = made[i]
+		}
+		w.mu.Unlock()
+	}()
 	timeout := time.Duration(a.Timeout)
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
 	var wg sync.WaitGroup
+	var id, text, frame []byte // reused by every raw send
 	start := a.T0 + a.Offset
+	// Each worker starts its round of routes at another point (golden-ratio
+	// phases), so that the two users of a pair, who are in different
+	// workers, do not send at the same instant.
+	phase := int(math.Mod(float64(w.idx)*0.6180339887, 1) * float64(len(a.Routes)))
 	for k := 0; k < a.Count; {
 		if w.ctx.Err() != nil {
 			break
@@ -461,16 +492,27 @@ func (w *worker) send(a sendArgs) sendReply {
 			if due > now {
 				break
 			}
-			// Each worker starts its round of routes at another point
-			// (golden-ratio phases), so that the two users of a pair, who
-			// are in different workers, do not send at the same instant.
-			phase := int(math.Mod(float64(w.idx)*0.6180339887, 1) * float64(len(a.Routes)))
 			ri := (k + phase) % len(a.Routes)
-			c, to := senders[ri], a.Routes[ri][1]
-			id := a.Tag + "-" + strconv.Itoa(w.idx) + "-" + strconv.Itoa(k)
-			text := makeText(a.Tag, due, a.TextSize)
+			to := a.Routes[ri][1]
 			st.sent.Add(1)
 			w.sent.Add(1)
+			if a.FreshUsers > 0 {
+				var ok bool
+				if to, ok = freshRecipient(a, a.Routes[ri][0], &made[ri]); !ok {
+					w.fail(st, "fresh_pairs_exhausted")
+					continue
+				}
+			}
+			id = appendSendID(id[:0], a.Tag, w.idx, k, due)
+			text = appendText(text[:0], a.Tag, due, a.TextSize)
+			if r := raws[ri]; r != nil {
+				frame = appendSend(frame[:0], id, to, a.ToConv, text)
+				if err := r.write(frame); err != nil {
+					w.fail(st, "closed")
+				}
+				continue
+			}
+			c, id, text := clients[ri], string(id), string(text)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -511,13 +553,39 @@ func (w *worker) send(a sendArgs) sendReply {
 		}
 	}
 	wg.Wait()
+	// Raw sends: wait for their acks.
+	deadline := time.Now().Add(timeout)
+	for st.acked.Load()+st.failed.Load() < st.sent.Load() && time.Now().Before(deadline) && w.ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := st.sent.Load() - st.acked.Load() - st.failed.Load(); n > 0 {
+		st.mu.Lock()
+		st.errs["timeout"] += n
+		st.mu.Unlock()
+		st.failed.Add(n)
+		w.errs.Add(n)
+	}
 	return sendReply{Sent: st.sent.Load(), Acked: st.acked.Load()}
+}
+
+// freshRecipient is the next user that from (a.FreshPrefix + its index)
+// never wrote to and that never wrote to it: see sendArgs.FreshUsers.
+func freshRecipient(a sendArgs, from string, made *int) (string, bool) {
+	i, ok := atoi(strings.TrimPrefix(from, a.FreshPrefix))
+	n := int64(a.FreshUsers)
+	j := int64(*made) + 1
+	if !ok || j > (n-1)/2 {
+		return "", false
+	}
+	*made++
+	return a.FreshPrefix + strconv.FormatInt((i+j)%n, 10), true
 }
 
 func (w *worker) fail(st *tagStats, code string) {
 	st.mu.Lock()
 	st.errs[code]++
 	st.mu.Unlock()
+	st.failed.Add(1)
 	w.errs.Add(1)
 }
 
@@ -565,7 +633,7 @@ func (w *worker) statsOf(tag string) statsReply {
 	w.mu.Unlock()
 	return statsReply{
 		Sent: st.sent.Load(), Acked: st.acked.Load(), Delivered: st.delivered.Load(),
-		Receipts: st.receipts.Load(), LastDelivery: st.lastDelivery.Load(),
+		Receipts: st.receipts.Load(), Gaps: st.gaps.Load(), Dups: st.dups.Load(), LastDelivery: st.lastDelivery.Load(),
 		Errors: errs, Retries: retries, Disconnects: w.disconnects.Load(),
 		Ack: st.ack.Snapshot(), E2E: st.e2e.Snapshot(), PerMsg: perMsg,
 	}
@@ -672,6 +740,9 @@ func (b *bench) startWorkers(n int) ([]*workerProc, error) {
 			"BENCH_WORKER_SOURCE="+src,
 			"BENCH_WORKER_SECRET="+b.secret,
 		)
+		if b.opt.Profile != "" {
+			env = append(env, "BENCH_WORKER_PROFILE="+filepath.Join(b.opt.Profile, fmt.Sprintf("%s-worker-%d-cpu.pprof", b.runID, i)))
+		}
 		name := fmt.Sprintf("worker-%d", i)
 		cmd := exec.Command(self, "worker")
 		cmd.Env = env
