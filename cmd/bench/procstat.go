@@ -20,6 +20,7 @@ const clockTicks = 100
 type procSample struct {
 	RSS int64   // bytes (VmRSS)
 	CPU float64 // seconds of user + system time
+	Sys float64 // seconds of system time (in the kernel: system calls, the network stack)
 	At  time.Time
 	OK  bool
 }
@@ -35,6 +36,7 @@ func sampleProc(pid int) procSample {
 				ut, _ := strconv.ParseFloat(f[11], 64)
 				st, _ := strconv.ParseFloat(f[12], 64)
 				s.CPU = (ut + st) / clockTicks
+				s.Sys = st / clockTicks
 				s.OK = true
 			}
 		}

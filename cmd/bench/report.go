@@ -61,6 +61,7 @@ type procFigure struct {
 	RSSBefore        int64              `json:"rss_before"`
 	RSSAfter         int64              `json:"rss_after"`
 	CPUSeconds       float64            `json:"cpu_seconds"`
+	SysSeconds       float64            `json:"sys_seconds"` // of CPUSeconds, in the kernel
 	CPUPct           float64            `json:"cpu_pct"` // of one core, over the window
 	HeapBefore       float64            `json:"heap_inuse_before,omitempty"`
 	HeapAfter        float64            `json:"heap_inuse_after,omitempty"`
@@ -137,6 +138,7 @@ func procFigures(ps []watched, before, after procSnap) []procFigure {
 		}
 		if b.OK && a.OK {
 			f.CPUSeconds = a.CPU - b.CPU
+			f.SysSeconds = a.Sys - b.Sys
 			if d := a.At.Sub(b.At).Seconds(); d > 0 {
 				f.CPUPct = 100 * f.CPUSeconds / d
 			}

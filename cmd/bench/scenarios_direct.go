@@ -115,7 +115,7 @@ type rateRun struct {
 	window                   time.Duration
 	procs                    []procFigure
 	platformCPU, loadCPU, ch float64 // µs per delivered message
-	workerCPU                float64 // µs per delivered message, the worker processes only (loadCPU less the coordinator)
+	workerCPU, workerSys     float64 // µs per delivered message, the worker processes only (loadCPU less the coordinator); in the kernel
 	marginalCPU              float64 // platform µs per delivered message above its idle CPU
 	otherCPU                 float64 // cores used by processes outside the bench and the platform
 	windowSecs               float64 // of the CPU samples
@@ -235,6 +235,7 @@ func (b *bench) runRate(ctx context.Context, d *directEnv, phase, tag string, ra
 		for _, p := range r.procs {
 			if strings.HasPrefix(p.Name, "worker-") {
 				r.workerCPU += 1e6 * p.CPUSeconds / n
+				r.workerSys += 1e6 * p.SysSeconds / n
 			}
 		}
 		r.ch = 1e6 * sumCPU(r.procs, "shared") / n
@@ -291,6 +292,7 @@ func (r *rateRun) figures(res *result) {
 	res.add("clickhouse_cpu_per_msg", "ClickHouse server CPU per delivered message", r.ch, "us")
 	res.add("load_cpu_per_msg", "load generator CPU per delivered message", r.loadCPU, "us")
 	res.add("worker_cpu_per_msg", "  of which the worker processes (the users)", r.workerCPU, "us")
+	res.add("worker_sys_per_msg", "    of which in the kernel (socket reads and writes)", r.workerSys, "us")
 	res.add("other_cpu", "CPU of other processes on the box (noise, % of one core)", 100*r.otherCPU, "pct")
 	r.platformCounters(res, float64(r.delivered), "delivered message")
 }
