@@ -62,7 +62,7 @@ type procFigure struct {
 	RSSAfter         int64              `json:"rss_after"`
 	CPUSeconds       float64            `json:"cpu_seconds"`
 	SysSeconds       float64            `json:"sys_seconds"` // of CPUSeconds, in the kernel
-	CPUPct           float64            `json:"cpu_pct"` // of one core, over the window
+	CPUPct           float64            `json:"cpu_pct"`     // of one core, over the window
 	HeapBefore       float64            `json:"heap_inuse_before,omitempty"`
 	HeapAfter        float64            `json:"heap_inuse_after,omitempty"`
 	StackAfter       float64            `json:"stack_inuse_after,omitempty"`
