@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -110,10 +109,12 @@ func (c *convCache) hint(conv string, seq, streamSeq uint64, ts int64) {
 	st.hintMu.Unlock()
 }
 
-// meta returns the conversation's metadata, reading it from the bucket when
-// not yet known. A conversation that does not exist returns nil, nil.
-// The metadata of a group may lag its stream: operations that depend on it
-// run under the conversation's lock after loadLast has caught it up.
+// meta returns the conversation's metadata, reading it when not yet known.
+// A conversation that does not exist returns nil, nil. A direct
+// conversation's members are read from its last event (a direct message
+// names both), with no bucket read; a group's metadata comes from the
+// convs bucket and may lag its stream: operations that depend on it run
+// under the conversation's lock after loadLast has caught it up.
 func (e *Edge) meta(ctx context.Context, conv string) (*event.Meta, *convState, error) {
 	st := e.convs.get(conv)
 	st.mu.Lock()
@@ -121,11 +122,13 @@ func (e *Edge) meta(ctx context.Context, conv string) (*event.Meta, *convState, 
 	if st.meta != nil {
 		return st.meta, st, nil
 	}
-	if err := e.readMeta(ctx, conv, st); err != nil {
-		return nil, st, err
+	if !event.IsDirectConv(conv) {
+		if err := e.readMeta(ctx, conv, st); err != nil {
+			return nil, st, err
+		}
 	}
 	if st.meta == nil {
-		// Not in the bucket: rebuilt from the stream if it has events.
+		// From the stream, if it has events.
 		if err := e.loadLast(ctx, conv, st); err != nil {
 			return nil, st, err
 		}
@@ -151,26 +154,17 @@ func (e *Edge) readMeta(ctx context.Context, conv string, st *convState) error {
 	return nil
 }
 
-// ensureDirect makes sure the direct conversation of a and b is recorded.
-func (e *Edge) ensureDirect(ctx context.Context, conv, a, b string) (*convState, error) {
-	m, st, err := e.meta(ctx, conv)
-	if err != nil || m != nil {
-		return st, err
-	}
-	members := []string{a, b}
-	slices.Sort(members)
-	m = &event.Meta{Kind: event.ConvDirect, Members: members}
-	val, _ := json.Marshal(m)
-	rev, err := e.h.Convs.Create(ctx, conv, val)
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return st, fmt.Errorf("edge: record conversation %s: %w", conv, err)
-	}
+// ensureDirect is the state of the direct conversation of a and b, whose
+// members are known without a read: its first message makes it, nothing
+// else is recorded.
+func (e *Edge) ensureDirect(conv, a, b string) *convState {
+	st := e.convs.get(conv)
 	st.mu.Lock()
 	if st.meta == nil {
-		st.meta, st.metaRev = m, rev
+		st.meta = event.DirectMeta(a, b)
 	}
 	st.mu.Unlock()
-	return st, nil
+	return st
 }
 
 // loadLast reads the conversation's last stored event, and brings a
@@ -192,6 +186,10 @@ func (e *Edge) loadLast(ctx context.Context, conv string, st *convState) error {
 	st.loaded, st.seq, st.streamSeq, st.ts = true, h.Seq, m.Sequence, h.TS
 	if st.meta != nil && (st.meta.Kind == event.ConvDirect || st.meta.Applied >= st.seq) {
 		return nil // a direct conversation's members never change
+	}
+	if st.meta == nil && event.IsDirectConv(conv) && h.From != "" && h.To != "" {
+		st.meta = event.DirectMeta(h.From, h.To)
+		return nil
 	}
 	if err := e.readMeta(ctx, conv, st); err != nil {
 		return err

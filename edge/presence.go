@@ -136,14 +136,14 @@ func (e *Edge) presenceView(ctx context.Context, viewer string, users []string) 
 		return nil, nil, err
 	}
 	// The summaries are written within a checkpoint interval: a direct
-	// conversation started just now is found in the convs bucket instead.
+	// conversation started just now is found from its stream instead.
 	checked := 0
 	for _, u := range users {
 		if visible[u] || u == viewer || checked >= maxDirectChecks {
 			continue
 		}
 		checked++
-		if _, err := e.h.Convs.Get(ctx, event.DirectConv(viewer, u)); err == nil {
+		if m, _, err := e.meta(ctx, event.DirectConv(viewer, u)); err == nil && m != nil {
 			visible[u] = true
 		}
 	}

@@ -91,11 +91,7 @@ func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Er
 	conv := r.Conv
 	if r.To != "" {
 		conv = event.DirectConv(user, r.To)
-		var err error
-		if st, err = e.ensureDirect(ctx, conv, user, r.To); err != nil {
-			e.log.Warn("record conversation", zap.Error(err))
-			return nil, errUnavailable("send", err)
-		}
+		st = e.ensureDirect(conv, user, r.To)
 	} else {
 		m, s, err := e.meta(ctx, conv)
 		if err != nil {

@@ -77,6 +77,10 @@ type Head struct {
 	Conv string `json:"conv"`
 	Seq  uint64 `json:"seq"`
 	TS   int64  `json:"ts"`
+	// From and To name a direct conversation's two members (To is empty
+	// on group events).
+	From string `json:"from"`
+	To   string `json:"to"`
 }
 
 // DirectConv returns the conversation id of the direct conversation between
@@ -88,6 +92,19 @@ func DirectConv(a, b string) string {
 	}
 	h := sha256.Sum256([]byte(a + "\x00" + b))
 	return "d" + base64.RawURLEncoding.EncodeToString(h[:24])
+}
+
+// IsDirectConv tells whether conv is a direct conversation's id (made by
+// DirectConv; a group's id starts with "g").
+func IsDirectConv(conv string) bool { return len(conv) > 0 && conv[0] == 'd' }
+
+// DirectMeta is the metadata of the direct conversation of a and b: it
+// never changes, so it is never stored (a direct message names both).
+func DirectMeta(a, b string) *Meta {
+	if b < a {
+		a, b = b, a
+	}
+	return &Meta{Kind: ConvDirect, Members: []string{a, b}}
 }
 
 // WithCursor returns the client frame of a stored event: its JSON with the

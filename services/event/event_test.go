@@ -56,3 +56,34 @@ func TestLiveAndSources(t *testing.T) {
 		t.Fatalf("sources %v", v)
 	}
 }
+
+func TestSummaryMergeKeepsBothCopies(t *testing.T) {
+	msg := func(seq uint64, from string) *event.Msg {
+		return &event.Msg{Conv: "d1", Seq: seq, TS: int64(seq), From: from, To: "x", Kind: event.KindText}
+	}
+	// a: events 1-3 (2 and 3 from the peer); b: 1-5 with a read up to 2.
+	var a, b event.Summary
+	for _, m := range []*event.Msg{msg(1, "me"), msg(2, "p"), msg(3, "p")} {
+		a.ApplyMsg("me", m, []byte(`{}`))
+	}
+	for _, m := range []*event.Msg{msg(1, "me"), msg(2, "p"), msg(3, "p"), msg(4, "me"), msg(5, "p")} {
+		b.ApplyMsg("me", m, []byte(`{}`))
+	}
+	b.ApplyReceipt(2, event.StatusRead)
+	a.Merge(&b)
+	if a.LastSeq != 5 || a.ReadSeq != 2 || a.DeliveredSeq != 2 {
+		t.Fatalf("merged last %d read %d delivered %d, want 5 2 2", a.LastSeq, a.ReadSeq, a.DeliveredSeq)
+	}
+	if a.Unread != 2 || len(a.Others) != 2 || a.Others[0] != [2]uint64{3, 3} || a.Others[1] != [2]uint64{5, 5} {
+		t.Fatalf("merged unread %d others %v, want 2 [[3 3] [5 5]]", a.Unread, a.Others)
+	}
+	// Merging the older copy into the newer one gives the same.
+	var c event.Summary
+	for _, m := range []*event.Msg{msg(1, "me"), msg(2, "p"), msg(3, "p")} {
+		c.ApplyMsg("me", m, []byte(`{}`))
+	}
+	b.Merge(&c)
+	if b.LastSeq != 5 || b.Unread != 2 {
+		t.Fatalf("reverse merge: last %d unread %d", b.LastSeq, b.Unread)
+	}
+}

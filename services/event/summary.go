@@ -1,6 +1,7 @@
 package event
 
 import (
+	"cmp"
 	"encoding/json"
 	"slices"
 )
@@ -93,4 +94,28 @@ func (s *Summary) applyRead(seq uint64) {
 		unread += int(r[1] - r[0] + 1)
 	}
 	s.Others, s.Unread = kept, unread
+}
+
+// Merge folds in another copy of the same summary, made from some of the
+// same events (a copy stored by another writer, or stored before a
+// restart): the newer last event, the higher watermarks, and as unread
+// every seq either copy counts above the merged read watermark.
+func (s *Summary) Merge(o *Summary) {
+	if o.LastSeq > s.LastSeq {
+		s.Conv, s.Kind, s.Title, s.Members = o.Conv, o.Kind, o.Title, slices.Clone(o.Members)
+		s.Last, s.LastSeq, s.TS = append(json.RawMessage(nil), o.Last...), o.LastSeq, o.TS
+	}
+	s.DeliveredSeq = max(s.DeliveredSeq, o.DeliveredSeq)
+	ranges := append(slices.Clone(s.Others), o.Others...)
+	slices.SortFunc(ranges, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
+	merged := ranges[:0]
+	for _, r := range ranges {
+		if n := len(merged); n > 0 && r[0] <= merged[n-1][1]+1 {
+			merged[n-1][1] = max(merged[n-1][1], r[1])
+			continue
+		}
+		merged = append(merged, r)
+	}
+	s.Others = merged
+	s.applyRead(max(s.ReadSeq, o.ReadSeq))
 }

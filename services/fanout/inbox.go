@@ -49,7 +49,9 @@ func (s *shard) applyInbox(ctx context.Context, w write) {
 	if conv == "" {
 		return
 	}
-	e, err := s.inboxEntry(ctx, w.user, conv)
+	// Before a conversation's first event nothing can be stored: no read.
+	first := w.msg != nil && w.msg.Seq == 1
+	e, err := s.inboxEntry(ctx, w.user, conv, first)
 	if err != nil {
 		s.f.log.Warn("read summary", zap.String("user", w.user), zap.Error(err))
 		return
@@ -66,26 +68,24 @@ func (s *shard) applyInbox(ctx context.Context, w write) {
 	}
 }
 
-func (s *shard) inboxEntry(ctx context.Context, user, conv string) (*inboxEntry, error) {
+// inboxEntry is user's summary of conv, read from the stream when not in
+// memory, unless first: the conversation's first event, before which no
+// summary can be stored (one stored by a run that stopped before its
+// checkpoint is merged in when the write finds it, see flushInbox).
+func (s *shard) inboxEntry(ctx context.Context, user, conv string, first bool) (*inboxEntry, error) {
 	k := inboxKey{user, conv}
 	if e := s.inbox.m[k]; e != nil {
 		return e, nil
 	}
-	f := s.f
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	e := &inboxEntry{}
-	m, err := f.h.Inbox[f.h.Layout.UserPartition(user)].GetLastMsgForSubject(ctx, f.h.Layout.Inbox(user, conv))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		e.s.Conv = conv
-	case err != nil:
-		return nil, err
-	default:
-		if err := json.Unmarshal(m.Data, &e.s); err != nil {
+	e := &inboxEntry{s: event.Summary{Conv: conv}}
+	if !first {
+		stored, seq, err := s.readSummary(ctx, user, conv)
+		if err != nil {
 			return nil, err
 		}
-		e.subjSeq = m.Sequence
+		if stored != nil {
+			e.s, e.subjSeq = *stored, seq
+		}
 	}
 	if len(s.inbox.m) >= s.inbox.max {
 		for key, old := range s.inbox.m { // drop an arbitrary clean half
@@ -101,38 +101,102 @@ func (s *shard) inboxEntry(ctx context.Context, user, conv string) (*inboxEntry,
 	return e, nil
 }
 
+// readSummary reads user's stored summary of conv: nil when there is none.
+func (s *shard) readSummary(ctx context.Context, user, conv string) (*event.Summary, uint64, error) {
+	f := s.f
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := f.h.Inbox[f.h.Layout.UserPartition(user)].GetLastMsgForSubject(ctx, f.h.Layout.Inbox(user, conv))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var sum event.Summary
+	if err := json.Unmarshal(m.Data, &sum); err != nil {
+		return nil, 0, err
+	}
+	return &sum, m.Sequence, nil
+}
+
 // flushInbox stores every changed summary, or only user's when user is
 // set. Several changes to one conversation since the last flush make one
-// write.
+// write; the writes are published together and their acks awaited
+// together. A write that finds another copy stored (another fan-out, or a
+// summary made without a read) merges it in and writes again.
 func (s *shard) flushInbox(ctx context.Context, user string) {
 	f := s.f
+	type pending struct {
+		k   inboxKey
+		e   *inboxEntry
+		fut jetstream.PubAckFuture
+	}
+	var sent []pending
+	var retry []pending
 	for k, e := range s.inbox.dirty {
 		if user != "" && k.user != user {
 			continue
 		}
-		data, _ := json.Marshal(&e.s)
-		msg := &nats.Msg{Subject: f.h.Layout.Inbox(k.user, k.conv), Data: data}
-		for attempt := 0; ; attempt++ {
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ack, err := f.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequencePerSubject(e.subjSeq))
-			cancel()
-			if err == nil {
-				e.subjSeq, e.dirty = ack.Sequence, false
-				f.m.summaries.Inc()
-				break
-			}
-			if streams.IsWrongLastSequence(err) {
-				// Another fan-out wrote it: it applies the same events; take its copy.
-				delete(s.inbox.m, k)
-				break
-			}
-			if attempt >= 5 || ctx.Err() != nil {
-				f.log.Warn("store summary", zap.String("user", k.user), zap.Error(err))
-				delete(s.inbox.m, k)
-				break
-			}
-			time.Sleep(time.Duration(attempt+1) * 20 * time.Millisecond)
-		}
 		delete(s.inbox.dirty, k)
+		fut, err := f.js.PublishMsgAsync(s.summaryMsg(k, e), jetstream.WithExpectLastSequencePerSubject(e.subjSeq))
+		if err != nil {
+			retry = append(retry, pending{k: k, e: e})
+			continue
+		}
+		sent = append(sent, pending{k, e, fut})
+	}
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for _, p := range sent {
+		select {
+		case ack := <-p.fut.Ok():
+			p.e.subjSeq, p.e.dirty = ack.Sequence, false
+			f.m.summaries.Inc()
+		case <-p.fut.Err():
+			retry = append(retry, p)
+		case <-timeout.C:
+			retry = append(retry, p)
+			timeout.Reset(0)
+		}
+	}
+	for _, p := range retry {
+		s.storeSummary(ctx, p.k, p.e)
+	}
+}
+
+func (s *shard) summaryMsg(k inboxKey, e *inboxEntry) *nats.Msg {
+	data, _ := json.Marshal(&e.s)
+	return &nats.Msg{Subject: s.f.h.Layout.Inbox(k.user, k.conv), Data: data}
+}
+
+// storeSummary writes one summary, merging in the stored copy when the
+// compare-and-set finds one it did not know, with a few retries.
+func (s *shard) storeSummary(ctx context.Context, k inboxKey, e *inboxEntry) {
+	f := s.f
+	for attempt := 0; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ack, err := f.js.PublishMsg(pctx, s.summaryMsg(k, e), jetstream.WithExpectLastSequencePerSubject(e.subjSeq))
+		cancel()
+		if err == nil {
+			e.subjSeq, e.dirty = ack.Sequence, false
+			f.m.summaries.Inc()
+			return
+		}
+		if streams.IsWrongLastSequence(err) {
+			stored, seq, rerr := s.readSummary(ctx, k.user, k.conv)
+			if rerr == nil {
+				if stored != nil {
+					e.s.Merge(stored)
+				}
+				e.subjSeq = seq
+			}
+		}
+		if attempt >= 5 || ctx.Err() != nil {
+			f.log.Warn("store summary", zap.String("user", k.user), zap.Error(err))
+			delete(s.inbox.m, k)
+			return
+		}
+		time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
 	}
 }

@@ -157,7 +157,7 @@ func (f *Fanout) receipt(ctx context.Context, mc *metaCache, src uint64, data []
 	}
 	*rd = receiptDoc{Type: event.TypeReceipt, Conv: r.Conv, Seq: r.Seq, User: r.User, Status: status}
 	doc, _ := json.Marshal(rd)
-	if r.Conv[0] != 'g' {
+	if event.IsDirectConv(r.Conv) {
 		if r.Peer != "" {
 			return []string{r.User, r.Peer}, doc, nil
 		}
