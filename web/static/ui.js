@@ -515,6 +515,7 @@ export class UI {
     status.dataset.state = !c ? 'new' : c.loadingOlder ? 'loading' : c.hasMore ? 'more' : c.loaded ? 'start' : 'loading';
 
     const first = list.firstElementChild ? list.firstElementChild.dataset.key : null;
+    const topBefore = box.scrollTop;
     if (what.scroll === 'bottom' || what.sent) {
       box.scrollTop = box.scrollHeight;
     } else if (prevFirst && first !== prevFirst && existing.has(prevFirst) && wanted.has(prevFirst)) {
@@ -523,8 +524,10 @@ export class UI {
     } else if (atBottom) {
       box.scrollTop = box.scrollHeight;
     }
+    // Only a move made here is not the reader's: a render between the
+    // reader's scroll and its event must not hide that it went up.
+    if (box.scrollTop !== topBefore) this.lastScrollTop = box.scrollTop;
     // A first page that does not fill the screen: load more at once.
-    this.lastScrollTop = box.scrollTop;
     if (c && c.loaded && c.hasMore && !c.loadingOlder && box.scrollHeight <= box.clientHeight + 1) {
       setTimeout(() => this.maybeLoadOlder(true), 0);
     }
