@@ -20,6 +20,7 @@ import (
 	"messenger/services/event"
 	"messenger/services/history"
 	"messenger/streams"
+	"messenger/subjects"
 )
 
 // Edge serves clients over WebSocket and HTTP.
@@ -32,9 +33,11 @@ type Edge struct {
 	log      *zap.Logger
 	m        *metrics
 
-	convs  *convCache
-	hub    *hub
-	limits *limiters
+	convs *convCache
+	// onlineSeen: users other edges recently said they hold (online.go).
+	onlineSeen *onlineSeen
+	hub        *hub
+	limits     *limiters
 	// history reads
 	historyLimits *limiters
 	recent        *recentCache
@@ -94,6 +97,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		devSigner:     d.DevSigner,
 		replaySlots:   make(chan struct{}, cfg.MaxReplays),
 		stopping:      make(chan struct{}),
+		onlineSeen:    newOnlineSeen(),
 	}
 	e.pager = &history.Pager{
 		Projection: d.Projection,
@@ -123,6 +127,11 @@ func (e *Edge) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); e.hub.run() }()
 	go e.presenceLoop(ctx)
+	if sub, err := e.nc.Subscribe(subjects.PresenceEventsAll, e.onPresenceReport); err == nil {
+		defer func() { _ = sub.Unsubscribe() }()
+	} else {
+		e.log.Warn("subscribe to connection reports: every online is asked", zap.Error(err))
+	}
 	t := time.NewTicker(e.cfg.PingInterval / 2)
 	defer t.Stop()
 	for {
@@ -220,14 +229,6 @@ func (e *Edge) NATSReconnected(*nats.Conn) { e.hub.refillAll() }
 
 // online tells whether user has a connection on any edge: an edge holding
 // one answers the probe on the user's live subject.
-func (e *Edge) online(user string) bool {
-	if e.hub.has(user) {
-		return true
-	}
-	_, err := e.nc.Request(e.h.Layout.Live(user), nil, 250*time.Millisecond)
-	return err == nil
-}
-
 // headCache keeps, per queue stream, its first and last sequence, read at
 // most every headTTL.
 type headCache struct {

@@ -245,3 +245,40 @@ func TestRepliesThroughAnotherEdgeDoNotConflict(t *testing.T) {
 		t.Fatalf("%v seq conflicts in %d alternating sends through two edges, want 0", after-before, 2*rounds)
 	}
 }
+
+// The ack's online is answered from the other edge's recent answer, and
+// turns false as soon as that edge reports the recipient gone (well before
+// the answer's 5 s would run out), and true again when it is back.
+func TestAckOnlineFollowsTheRecipientAcrossEdges(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2})
+	alice, _ := dial(t, p, "alice", []int{0}, dialOpts{})
+	bob, _ := dial(t, p, "bob", []int{1}, dialOpts{})
+	for i := 0; i < 3; i++ {
+		if ack := send(t, alice, "bob", "", fmt.Sprintf("m%d", i)); !ack.Online {
+			t.Fatalf("send %d: bob is connected on edge 1, ack.online = false", i)
+		}
+	}
+	_ = bob.Close()
+	gone := time.Now()
+	i := 0
+	platformtest.Eventually(t, platformtest.Patience, func() error {
+		i++
+		if send(t, alice, "bob", "", fmt.Sprintf("after-%d", i)).Online {
+			time.Sleep(50 * time.Millisecond)
+			return fmt.Errorf("bob closed %v ago: still online", time.Since(gone))
+		}
+		return nil
+	})
+	if waited := time.Since(gone); waited > 3*time.Second {
+		t.Errorf("online turned false %v after bob left: the leave report was not heeded (the answer lasts 5 s)", waited)
+	}
+	dial(t, p, "bob", []int{1}, dialOpts{})
+	platformtest.Eventually(t, platformtest.Patience, func() error {
+		i++
+		if !send(t, alice, "bob", "", fmt.Sprintf("back-%d", i)).Online {
+			time.Sleep(50 * time.Millisecond)
+			return fmt.Errorf("bob is back: still offline")
+		}
+		return nil
+	})
+}

@@ -3,15 +3,16 @@ package edge
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	connections prometheus.Gauge
-	connects    prometheus.Counter
-	sends       *prometheus.CounterVec
-	ackLatency  prometheus.Histogram
-	delivered   prometheus.Counter
-	slowClosed  prometheus.Counter
-	replays     prometheus.Counter
-	gaps        prometheus.Counter
-	conflicts   prometheus.Counter
+	connections  prometheus.Gauge
+	connects     prometheus.Counter
+	sends        *prometheus.CounterVec
+	ackLatency   prometheus.Histogram
+	delivered    prometheus.Counter
+	slowClosed   prometheus.Counter
+	replays      prometheus.Counter
+	gaps         prometheus.Counter
+	conflicts    prometheus.Counter
+	onlineProbes prometheus.Counter
 
 	historyPages     *prometheus.CounterVec
 	historyLatency   prometheus.Histogram
@@ -33,11 +34,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "messenger_edge_ack_seconds", Help: "Time from a send's arrival to its ack.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
-		delivered:  prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_frames_delivered_total", Help: "Stored events queued to connections."}),
-		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_slow_reader_closes_total", Help: "Connections closed with 4008 for falling behind."}),
-		replays:    prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_replays_total", Help: "Catch-ups from a queue position (connects with a cursor, syncs, gap refills)."}),
-		gaps:       prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_live_gaps_total", Help: "Live announcements that showed a missed one."}),
-		conflicts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_seq_conflicts_total", Help: "Sends that lost the race for a conversation seq and were retried."}),
+		delivered:    prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_frames_delivered_total", Help: "Stored events queued to connections."}),
+		slowClosed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_slow_reader_closes_total", Help: "Connections closed with 4008 for falling behind."}),
+		replays:      prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_replays_total", Help: "Catch-ups from a queue position (connects with a cursor, syncs, gap refills)."}),
+		gaps:         prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_live_gaps_total", Help: "Live announcements that showed a missed one."}),
+		onlineProbes: prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_online_probes_total", Help: "NATS requests asking whether a recipient on another edge is online (the rest answered from this edge or a recent answer)."}),
+		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_seq_conflicts_total", Help: "Sends that lost the race for a conversation seq and were retried."}),
 		historyPages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "messenger_edge_history_pages_total", Help: "History pages served, by source (recent cache or store).",
 		}, []string{"source"}),
@@ -61,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.presenceDelivered, m.typingDelivered)
-		reg.MustRegister(m.connections, m.connects, m.sends, m.ackLatency, m.delivered, m.slowClosed, m.replays, m.gaps, m.conflicts,
+		reg.MustRegister(m.connections, m.connects, m.sends, m.ackLatency, m.delivered, m.slowClosed, m.replays, m.gaps, m.conflicts, m.onlineProbes,
 			m.historyPages, m.historyLatency, m.projectionErrors, m.listLatency)
 	}
 	return m
