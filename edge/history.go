@@ -217,17 +217,24 @@ func (e *Edge) Conversations(ctx context.Context, user string, limit int) ([]Con
 	return out, nil
 }
 
-// summaryFlushWait bounds the wait for the fan-out's flush of a user's
-// summaries before they are read.
-const summaryFlushWait = 100 * time.Millisecond
+// fanoutFlushWait bounds the wait for the fan-out's flush of a user's
+// summaries and of the watermarks before they are read.
+const fanoutFlushWait = time.Second
+
+// flushFanout asks the fan-outs to store what they hold in memory of
+// user's summaries and of every watermark (subjects.FanoutFlush). Without an
+// answer (no fan-out running, or one too busy) the reader reads what is
+// stored.
+func (e *Edge) flushFanout(user string) {
+	_, _ = e.nc.Request(subjects.FanoutFlush, []byte(user), fanoutFlushWait)
+}
 
 // summaries reads every conversation summary of user: batch direct gets on
 // its subjects in its inbox stream, no consumer.
 func (e *Edge) summaries(ctx context.Context, user string) ([]event.Summary, error) {
 	// The fan-out stores summaries every --fanout-flush; asked, it stores
-	// the user's at once. Without an answer (no fan-out running, or one
-	// too busy) the list is read as stored.
-	_, _ = e.nc.Request(subjects.FanoutFlush, []byte(user), summaryFlushWait)
+	// the user's at once.
+	e.flushFanout(user)
 	stream := streams.InboxStream(e.h.Layout.UserPartition(user))
 	subject := e.h.Layout.InboxOf(user)
 	var all []event.Summary

@@ -157,6 +157,8 @@ func (e *Edge) Conversation(ctx context.Context, user, conv string) (*Conversati
 		return nil, errForbidden
 	}
 	v := &ConversationView{Conv: conv, Kind: m.Kind, Title: m.Title, JoinedSeq: m.JoinedSeq(user), Members: []MemberView{}}
+	// The fan-out stores watermarks every --fanout-flush; asked, at once.
+	e.flushFanout(user)
 	for _, u := range m.Members {
 		mv := MemberView{User: u, Role: "member"}
 		if m.IsAdmin(u) {

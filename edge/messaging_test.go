@@ -7,8 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"messenger/client"
 	"messenger/infra/platformtest"
+	"messenger/streams"
+	"messenger/subjects"
 )
 
 func TestTwoUsersOnTwoEdges(t *testing.T) {
@@ -281,4 +285,61 @@ func TestAckOnlineFollowsTheRecipientAcrossEdges(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A burst of receipts in one conversation is stored as a few watermark
+// writes (at the fan-out's checkpoints), not one each; the sender still
+// learns each change that reached it and the conversation shows the last.
+func TestReceiptBurstCoalescesWatermarkWrites(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edges: 2})
+	alice, arec := dial(t, p, "alice", []int{0}, dialOpts{})
+	bob, brec := dial(t, p, "bob", []int{1}, dialOpts{})
+	const n = 50
+	var conv string
+	for i := 0; i < n; i++ {
+		conv = send(t, alice, "bob", "", fmt.Sprintf("m%d", i)).Conv
+	}
+	brec.waitMsgs(t, n)
+	js, err := jetstream.New(p.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kv, err := js.Stream(ctx, subjects.KVStream(streams.BucketWatermarks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := kv.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := info.State.LastSeq
+	for seq := int64(1); seq <= n; seq++ {
+		if err := bob.Receipt(conv, seq, "read"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	platformtest.Eventually(t, platformtest.Patience, func() error {
+		for _, r := range arec.ofType("receipt") {
+			if r.User == "bob" && r.Status == "read" && r.Seq == n {
+				return nil
+			}
+		}
+		return fmt.Errorf("alice has not learnt bob read %d", n)
+	})
+	var v convView
+	if code := api(t, "GET", p.HTTP(0)+"/v1/conversations/"+conv, p.Token("alice"), nil, &v); code != 200 {
+		t.Fatalf("GET conversation: %d", code)
+	}
+	for _, m := range v.Members {
+		if m.User == "bob" && (m.ReadSeq != n || m.DeliveredSeq != n) {
+			t.Fatalf("bob's watermarks = %+v, want read and delivered %d", m, n)
+		}
+	}
+	if info, err = kv.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if writes := info.State.LastSeq - before; writes == 0 || writes > n/2 {
+		t.Fatalf("%d receipts made %d watermark writes: want at least 1 and at most %d", n, writes, n/2)
+	}
 }

@@ -159,8 +159,9 @@ func PresenceHeartbeat(edge string) string { return "pres.hb." + edge }
 func PresenceSync(edge string) string { return "pres.sync." + edge }
 
 // FanoutFlush is where an edge asks the fan-outs, before it reads a user's
-// conversation summaries, to store that user's summaries still in memory
-// (core NATS request; the body is the user id, the answer empty).
+// conversation summaries or a conversation's watermarks, to store that
+// user's summaries and every watermark still in memory (core NATS request;
+// the body is the user id, the answer empty).
 const FanoutFlush = "fanout.flush"
 
 // KVKey is the stream subject of key in a key-value bucket (for batch reads).

@@ -88,7 +88,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, h *streams.Handles, 
 	}
 	cfg = cfg.withDefaults()
 	f := &Fanout{cfg: cfg, nc: nc, js: js, h: h, log: log.With(zap.String("component", "fanout")), m: newMetrics(reg)}
-	f.marks = newWatermarks(h.Watermarks)
+	f.marks = newWatermarks(js, h.Watermarks)
 	for i := 0; i < cfg.Shards; i++ {
 		f.shards = append(f.shards, &shard{f: f, in: make(chan write, cfg.ShardQueue),
 			users: newUserCache(cfg.UserCache / cfg.Shards), inbox: newInboxCache(cfg.InboxCache/cfg.Shards + 16)})
@@ -212,6 +212,13 @@ func (f *Fanout) saveOnce(floors []*floor, saved []uint64) {
 		return
 	}
 	f.flushShards()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	stored := f.marks.flush(ctx)
+	cancel()
+	if !stored {
+		f.log.Warn("store watermarks: the checkpoints wait for the next round")
+		return
+	}
 	for p, v := range values {
 		if v == saved[p] {
 			continue
@@ -229,8 +236,8 @@ func (f *Fanout) saveOnce(floors []*floor, saved []uint64) {
 }
 
 // flushUser answers a FanoutFlush request: the user's changed summaries
-// are stored (by the user's shard, after the writes queued before), then
-// the empty answer goes. No answer once the shards have stopped.
+// are stored (by the user's shard, after the writes queued before), and
+// every changed watermark, then the empty answer goes. No answer once the shards have stopped.
 func (f *Fanout) flushUser(m *nats.Msg) {
 	user := string(m.Data)
 	if user == "" || f.stopped.Load() {
@@ -244,6 +251,9 @@ func (f *Fanout) flushUser(m *nats.Msg) {
 	}
 	f.shardOf(user).in <- write{flush: done, user: user}
 	f.flushMu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	f.marks.flush(ctx)
+	cancel()
 	<-done
 	_ = m.Respond(nil)
 }

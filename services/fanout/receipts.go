@@ -8,57 +8,85 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"messenger/services/event"
 	"messenger/streams"
+	"messenger/subjects"
 )
 
-// watermarks applies receipts to the watermarks bucket, keeping what it
-// wrote in memory (the fan-out is the bucket's writer): a receipt then costs
-// one compare-and-set, not a read and a write. A lost race drops the entry.
+// watermarks applies receipts to the members' watermarks in memory (the
+// fan-out is the bucket's writer) and stores the changed ones together, at
+// each checkpoint and when a reader asks (Fanout.flushUser): a burst of
+// receipts in a conversation becomes one write, and the stream reader never
+// waits on a write. A watermark not yet stored is never dropped from
+// memory; the checkpoint does not pass a receipt whose watermark is only in
+// memory, so a crash replays it.
 type watermarks struct {
 	kv    jetstream.KeyValue
+	js    jetstream.JetStream
 	mu    sync.Mutex
-	known map[string]knownMark
+	known map[string]*knownMark
+	dirty map[string]*knownMark
+	// flushing serialises flushes (a checkpoint and readers' requests).
+	flushing sync.Mutex
 }
 
 type knownMark struct {
 	w   event.Watermark
-	rev uint64
+	rev uint64 // of the stored copy, 0 when none
 }
 
 const maxKnownMarks = 200_000
 
-func newWatermarks(kv jetstream.KeyValue) *watermarks {
-	return &watermarks{kv: kv, known: map[string]knownMark{}}
+func newWatermarks(js jetstream.JetStream, kv jetstream.KeyValue) *watermarks {
+	return &watermarks{js: js, kv: kv, known: map[string]*knownMark{}, dirty: map[string]*knownMark{}}
 }
 
-func (w *watermarks) remember(key string, m event.Watermark, rev uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+// remember keeps k for key, dropping about half of the stored (clean)
+// ones when full. Called with mu held.
+func (w *watermarks) remember(key string, k *knownMark) {
 	if len(w.known) >= maxKnownMarks {
-		for k := range w.known {
-			delete(w.known, k)
+		for key := range w.known {
+			if w.dirty[key] == nil {
+				delete(w.known, key)
+			}
 			if len(w.known) < maxKnownMarks/2 {
 				break
 			}
 		}
 	}
-	w.known[key] = knownMark{m, rev}
+	w.known[key] = k
 }
 
-func (w *watermarks) forget(key string) {
+// current is key's watermark, read from the bucket when not in memory.
+func (w *watermarks) current(ctx context.Context, key string) (*knownMark, error) {
 	w.mu.Lock()
-	delete(w.known, key)
+	k := w.known[key]
 	w.mu.Unlock()
-}
-
-func (w *watermarks) recall(key string) (knownMark, bool) {
+	if k != nil {
+		return k, nil
+	}
+	k = &knownMark{}
+	e, err := w.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		k.rev = e.Revision()
+		if err := json.Unmarshal(e.Value(), &k.w); err != nil {
+			return nil, fmt.Errorf("watermark %s: %w", key, err)
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	k, ok := w.known[key]
-	return k, ok
+	if have := w.known[key]; have != nil { // a flush raced the read
+		return have, nil
+	}
+	w.remember(key, k)
+	return k, nil
 }
 
 // apply raises the member's watermark with a receipt. It reports the status
@@ -73,24 +101,14 @@ func (w *watermarks) apply(ctx context.Context, src uint64, r event.Receipt) (st
 				return "", false, ctx.Err()
 			}
 		}
-		var cur event.Watermark
-		var rev uint64
-		if k, ok := w.recall(key); ok {
-			cur, rev = k.w, k.rev
-		} else {
-			e, err := w.kv.Get(ctx, key)
-			switch {
-			case errors.Is(err, jetstream.ErrKeyNotFound):
-			case err != nil:
-				continue
-			default:
-				rev = e.Revision()
-				if err := json.Unmarshal(e.Value(), &cur); err != nil {
-					return "", false, fmt.Errorf("watermark %s: %w", key, err)
-				}
-			}
+		k, err := w.current(ctx, key)
+		if err != nil {
+			continue
 		}
+		w.mu.Lock()
+		cur := k.w
 		if cur.Src == src {
+			w.mu.Unlock()
 			return statusOf(r), true, nil // replay of the receipt that set it
 		}
 		next := cur
@@ -101,6 +119,7 @@ func (w *watermarks) apply(ctx context.Context, src uint64, r event.Receipt) (st
 			next.Delivered = r.Seq
 		}
 		if next == cur {
+			w.mu.Unlock()
 			return "", false, nil // stale or repeated: nothing changes
 		}
 		status := event.StatusDelivered
@@ -108,21 +127,109 @@ func (w *watermarks) apply(ctx context.Context, src uint64, r event.Receipt) (st
 			status = event.StatusRead
 		}
 		next.Src = src
-		val, _ := json.Marshal(next)
-		var newRev uint64
-		var err error
-		if rev == 0 {
-			newRev, err = w.kv.Create(ctx, key, val)
-		} else {
-			newRev, err = w.kv.Update(ctx, key, val, rev)
-		}
-		if err != nil {
-			w.forget(key) // another writer won, or a transient error: read again
-			continue
-		}
-		w.remember(key, next, newRev)
+		k.w = next
+		w.dirty[key] = k
+		w.mu.Unlock()
 		return status, true, nil
 	}
+}
+
+// flush stores every changed watermark: published together, the acks
+// awaited together. A write that finds another copy stored (another
+// fan-out) merges it in (the higher of each) and writes again. It reports
+// whether every one was stored.
+func (w *watermarks) flush(ctx context.Context) bool {
+	w.flushing.Lock()
+	defer w.flushing.Unlock()
+	type pending struct {
+		key string
+		k   *knownMark
+		val event.Watermark
+		fut jetstream.PubAckFuture
+	}
+	w.mu.Lock()
+	sent := make([]pending, 0, len(w.dirty))
+	for key, k := range w.dirty {
+		sent = append(sent, pending{key: key, k: k, val: k.w})
+	}
+	clear(w.dirty)
+	w.mu.Unlock()
+	var retry []pending
+	for i := range sent {
+		p := &sent[i]
+		fut, err := w.js.PublishMsgAsync(w.msg(p.key, p.val), jetstream.WithExpectLastSequencePerSubject(p.k.rev))
+		if err != nil {
+			retry = append(retry, *p)
+			continue
+		}
+		p.fut = fut
+	}
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for _, p := range sent {
+		if p.fut == nil {
+			continue
+		}
+		select {
+		case ack := <-p.fut.Ok():
+			w.mu.Lock()
+			p.k.rev = ack.Sequence
+			w.mu.Unlock()
+		case <-p.fut.Err():
+			retry = append(retry, p)
+		case <-timeout.C:
+			retry = append(retry, p)
+			timeout.Reset(0)
+		}
+	}
+	ok := true
+	for _, p := range retry {
+		if !w.store(ctx, p.key, p.k) {
+			ok = false
+		}
+	}
+	return ok
+}
+
+func (w *watermarks) msg(key string, m event.Watermark) *nats.Msg {
+	data, _ := json.Marshal(m)
+	return &nats.Msg{Subject: subjects.KVKey(streams.BucketWatermarks, key), Data: data}
+}
+
+// store writes one watermark, merging in a stored copy it did not know.
+// When it gives up the watermark stays changed, for the next flush.
+func (w *watermarks) store(ctx context.Context, key string, k *knownMark) bool {
+	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
+		w.mu.Lock()
+		val, rev := k.w, k.rev
+		w.mu.Unlock()
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ack, err := w.js.PublishMsg(pctx, w.msg(key, val), jetstream.WithExpectLastSequencePerSubject(rev))
+		cancel()
+		if err == nil {
+			w.mu.Lock()
+			k.rev = ack.Sequence
+			w.mu.Unlock()
+			return true
+		}
+		if streams.IsWrongLastSequence(err) {
+			if e, gerr := w.kv.Get(ctx, key); gerr == nil {
+				var stored event.Watermark
+				if json.Unmarshal(e.Value(), &stored) == nil {
+					w.mu.Lock()
+					k.w.Delivered = max(k.w.Delivered, stored.Delivered)
+					k.w.Read = max(k.w.Read, stored.Read)
+					k.rev = e.Revision()
+					w.mu.Unlock()
+				}
+			}
+		}
+		time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
+	}
+	w.mu.Lock()
+	w.dirty[key] = k
+	w.mu.Unlock()
+	return false
 }
 
 func statusOf(r event.Receipt) string {
