@@ -58,7 +58,7 @@ func (a *app) runProjector(ctx context.Context) error {
 	if err != nil {
 		return nil
 	}
-	p, err := projector.New(projector.Config{}, a.js, a.h, conn, a.log, a.reg)
+	p, err := projector.New(projector.Config{BatchSize: a.cfg.ProjectorBatch, BatchWait: a.cfg.ProjectorWait}, a.js, a.h, conn, a.log, a.reg)
 	if err != nil {
 		return err
 	}

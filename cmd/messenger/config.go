@@ -38,6 +38,8 @@ type config struct {
 	IdleTimeout     time.Duration
 	FanoutShards    int
 	FanoutFlush     time.Duration
+	ProjectorBatch  int
+	ProjectorWait   time.Duration
 	LogLevel        string
 	HistoryRate     float64
 	HistoryBurst    int
@@ -82,6 +84,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "close a connection silent for this long")
 	fs.IntVar(&c.FanoutShards, "fanout-shards", 64, "queue-writer goroutines of the fan-out")
 	fs.DurationVar(&c.FanoutFlush, "fanout-flush", 200*time.Millisecond, "how often the fan-out stores changed conversation summaries and its checkpoints (changes within it make one write; a list read stores its user's at once)")
+	fs.IntVar(&c.ProjectorBatch, "projector-batch", 5000, "most events of one ClickHouse insert per conversation stream")
+	fs.DurationVar(&c.ProjectorWait, "projector-wait", time.Second, "how long the projector gathers events for one insert (each insert makes a ClickHouse part: longer costs ClickHouse less; history pages do not wait for it)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Float64Var(&c.HistoryRate, "history-rate", 20, "history and conversation-list reads per second per user")
 	fs.IntVar(&c.HistoryBurst, "history-burst", 40, "burst of history reads per user")
