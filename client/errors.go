@@ -8,19 +8,23 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"messenger/client/proto"
 )
 
 // Error codes of PROTOCOL.md section 9, as carried by an error frame's `code`.
+// They are proto's, repeated here so that callers of the client compare
+// Error.Code without a second import.
 const (
-	CodeBadRequest    = "bad_request"
-	CodeUnauthorized  = "unauthorized"
-	CodeForbidden     = "forbidden"
-	CodeNotFound      = "not_found"
-	CodeTooLarge      = "too_large"
-	CodeRateLimited   = "rate_limited"
-	CodeConflict      = "conflict"
-	CodeCursorExpired = "cursor_expired"
-	CodeUnavailable   = "unavailable"
+	CodeBadRequest    = proto.CodeBadRequest
+	CodeUnauthorized  = proto.CodeUnauthorized
+	CodeForbidden     = proto.CodeForbidden
+	CodeNotFound      = proto.CodeNotFound
+	CodeTooLarge      = proto.CodeTooLarge
+	CodeRateLimited   = proto.CodeRateLimited
+	CodeConflict      = proto.CodeConflict
+	CodeCursorExpired = proto.CodeCursorExpired
+	CodeUnavailable   = proto.CodeUnavailable
 )
 
 var (

@@ -5,19 +5,23 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"messenger/client/proto"
 )
 
-// Client-facing error codes of PROTOCOL.md section 9.
+// Client-facing error codes of PROTOCOL.md section 9, defined once in proto.
+// The short names stay because the handlers of this package (http.go and
+// history.go among them) use them unqualified.
 const (
-	CodeBadRequest    = "bad_request"
-	CodeUnauthorized  = "unauthorized"
-	CodeForbidden     = "forbidden"
-	CodeNotFound      = "not_found"
-	CodeTooLarge      = "too_large"
-	CodeRateLimited   = "rate_limited"
-	CodeConflict      = "conflict"
-	CodeCursorExpired = "cursor_expired"
-	CodeUnavailable   = "unavailable"
+	CodeBadRequest    = proto.CodeBadRequest
+	CodeUnauthorized  = proto.CodeUnauthorized
+	CodeForbidden     = proto.CodeForbidden
+	CodeNotFound      = proto.CodeNotFound
+	CodeTooLarge      = proto.CodeTooLarge
+	CodeRateLimited   = proto.CodeRateLimited
+	CodeConflict      = proto.CodeConflict
+	CodeCursorExpired = proto.CodeCursorExpired
+	CodeUnavailable   = proto.CodeUnavailable
 )
 
 // Error is an error for a client: a code of PROTOCOL.md and a message.

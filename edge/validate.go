@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"unicode/utf8"
 
-	"messenger/edge/auth"
+	"messenger/client/proto"
 )
 
 // validID is the id rule shared by users, devices, conversations and client ids.
-func validID(s string) bool { return auth.ValidID(s) }
+func validID(s string) bool { return proto.ValidID(s) }
 
 // hasLoneSurrogate reports a \uD800–\uDFFF escape in raw JSON that is not
 // part of a high-low pair. encoding/json would silently turn it into U+FFFD;

@@ -9,38 +9,17 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"messenger/client/proto"
 )
 
 // ErrUnauthorized is wrapped by every error Verify returns, so that callers
 // can answer 401 with errors.Is without depending on the reason text.
 var ErrUnauthorized = errors.New("unauthorized")
 
-const (
-	// maxIDLen bounds identifiers so that they stay cheap to store, index
-	// and log.
-	maxIDLen = 64
-
-	// minSecretLen rejects secrets too short to resist offline brute force
-	// of an HS256 signature.
-	minSecretLen = 16
-)
-
-// ValidID reports whether s matches [A-Za-z0-9_-]{1,64}. It is written as a
-// byte loop rather than a regexp because it runs on every request.
-func ValidID(s string) bool {
-	if len(s) == 0 || len(s) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// minSecretLen rejects secrets too short to resist offline brute force of an
+// HS256 signature.
+const minSecretLen = 16
 
 // Verifier checks tokens; safe for concurrent use.
 type Verifier struct {
@@ -117,7 +96,7 @@ func (v *Verifier) Verify(token string) (user string, exp time.Time, err error) 
 	if claims.ExpiresAt == nil {
 		return "", time.Time{}, fmt.Errorf("%w: missing exp", ErrUnauthorized)
 	}
-	if !ValidID(claims.Subject) {
+	if !proto.ValidID(claims.Subject) {
 		return "", time.Time{}, fmt.Errorf("%w: invalid sub", ErrUnauthorized)
 	}
 	return claims.Subject, claims.ExpiresAt.Time, nil
@@ -176,7 +155,7 @@ func NewEdDSASigner(priv ed25519.PrivateKey) (*Signer, error) {
 // Token returns a token for user valid for ttl. It refuses inputs that Verify
 // would reject, so a bad token fails at issue time rather than at first use.
 func (s *Signer) Token(user string, ttl time.Duration) (string, error) {
-	if !ValidID(user) {
+	if !proto.ValidID(user) {
 		return "", fmt.Errorf("auth: sign token: invalid user id %q", user)
 	}
 	if ttl <= 0 {

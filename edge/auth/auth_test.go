@@ -48,29 +48,6 @@ func rawToken(t testing.TB, m jwt.SigningMethod, key any, claims jwt.Claims) str
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-func TestValidID(t *testing.T) {
-	cases := []struct {
-		in   string
-		want bool
-	}{
-		{"a", true},
-		{"Az09_-", true},
-		{strings.Repeat("x", 64), true},
-		{"", false},
-		{strings.Repeat("x", 65), false},
-		{"a b", false},
-		{"a.b", false},
-		{"a/b", false},
-		{"é", false},
-		{"a\x00", false},
-	}
-	for _, c := range cases {
-		if got := auth.ValidID(c.in); got != c.want {
-			t.Errorf("ValidID(%q) = %v, want %v", c.in, got, c.want)
-		}
-	}
-}
-
 func TestVerify(t *testing.T) {
 	k := newKeys(t)
 	hsV, err := auth.NewHS256Verifier(k.secret)

@@ -6,13 +6,14 @@
 // public key), so a token carrying any other alg, "none" included, is
 // rejected before its signature is even looked at. Beyond a good signature,
 // Verify requires exp to be present and in the future (no clock leeway) and
-// sub to satisfy ValidID. Every rejection wraps ErrUnauthorized, so callers
+// sub to satisfy proto.ValidID. Every rejection wraps ErrUnauthorized, so callers
 // can map all of them to one response without inspecting reasons.
 //
 // A Signer mints tokens that a Verifier built from the matching key material
 // accepts. Verifier and Signer hold only immutable state after construction
 // and are safe for concurrent use by multiple goroutines.
 //
-// ValidID is shared with the other identifiers of the contract (device and
-// conversation ids), which follow the same grammar as user ids.
+// The user id grammar is proto.ValidID (package messenger/client/proto),
+// shared with the other identifiers of the contract (device, conversation
+// and send ids).
 package auth

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"messenger/edge/auth"
+	"messenger/client/proto"
 	"messenger/services/event"
 	"messenger/subjects"
 )
@@ -49,7 +49,7 @@ func toRows(subject string, data []byte, part int, streamSeq uint64) ([]row, err
 		if err := json.Unmarshal(data, &m); err != nil {
 			return nil, fmt.Errorf("%w: %v", errMalformed, err)
 		}
-		if m.Conv != sp.ID || m.Seq == 0 || !auth.ValidID(m.From) || m.Kind == "" {
+		if m.Conv != sp.ID || m.Seq == 0 || !proto.ValidID(m.From) || m.Kind == "" {
 			return nil, fmt.Errorf("%w: msg without conv, seq, from or kind", errMalformed)
 		}
 		members := m.Members
@@ -73,7 +73,7 @@ func toRows(subject string, data []byte, part int, streamSeq uint64) ([]row, err
 		if err := json.Unmarshal(data, &rc); err != nil {
 			return nil, fmt.Errorf("%w: %v", errMalformed, err)
 		}
-		if rc.Conv != sp.ID || rc.Seq == 0 || !auth.ValidID(rc.User) {
+		if rc.Conv != sp.ID || rc.Seq == 0 || !proto.ValidID(rc.User) {
 			return nil, fmt.Errorf("%w: receipt without conv, seq or user", errMalformed)
 		}
 		r := base
