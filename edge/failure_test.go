@@ -183,17 +183,23 @@ func TestSlowReaderIsClosedAndResumes(t *testing.T) {
 	uma, _ := dial(t, p, "uma", []int{0}, dialOpts{})
 	text := strings.Repeat("z", 4000)
 	r.pause()
-	const total = 1500
-	for i, reading := 0, false; i < total; i++ {
+	// Send until the edge gives up on tess: how much the kernel's socket
+	// buffers absorb first depends on the machine (several MB on loopback).
+	// Then read again at once, not after more sends: the edge tries to
+	// write its close frame for 5 s (edge/ws.go), then drops the connection
+	// without one. A few more sends follow, for the resume to fetch.
+	const most = 8000 // 32 MB: beyond any loopback buffer
+	total := 0
+	for ; total < most && p.Edges[0].Counter("messenger_edge_slow_reader_closes_total") == 0; total++ {
 		send(t, uma, "tess", "", text)
-		// Read again once the edge gave up on tess, not after the last send:
-		// it tries to write its close frame for 5 s (edge/ws.go), then drops
-		// the connection without one, and 1,500 sends can take longer than
-		// that on a busy machine.
-		if !reading && (i == total-1 || p.Edges[0].Counter("messenger_edge_slow_reader_closes_total") > 0) {
-			reading = true
-			r.resume()
-		}
+	}
+	r.resume()
+	if total == most {
+		t.Fatalf("%d messages of %d bytes to a reader that stopped reading, and the edge never closed it", most, len(text))
+	}
+	for i := 0; i < 10; i++ {
+		send(t, uma, "tess", "", text)
+		total++
 	}
 	if code := r.waitClose(t); code != 4008 {
 		t.Fatalf("slow reader closed with %d, want 4008", code)

@@ -279,45 +279,74 @@ func (h *hub) all() []*session {
 	return out
 }
 
-// handle is one message on a live subject: an announcement from the
-// fan-out, or an online probe from another edge (it has a reply subject).
+// handle routes one message of a user's subscriptions: a presence change
+// of a watched user, an online probe from another edge (it has a reply
+// subject), or an announcement on the user's live subject.
 func (h *hub) handle(m *nats.Msg) {
 	sp, err := subjects.Parse(m.Subject)
 	if err != nil {
 		return
 	}
-	if sp.Prefix == subjects.PresenceChangesPrefix {
-		for _, s := range h.watchersOf(sp.ID) {
-			s.send(m.Data)
-			h.e.m.presenceDelivered.Inc()
-		}
-		return
+	switch {
+	case sp.Prefix == subjects.PresenceChangesPrefix:
+		h.presenceChanged(sp.ID, m.Data)
+	case m.Reply != "":
+		h.answerProbe(sp.ID, m)
+	default:
+		h.announced(sp.ID, m)
 	}
-	if m.Reply != "" {
-		if h.has(sp.ID) {
-			_ = m.Respond([]byte("1"))
-		}
-		return
+}
+
+// presenceChanged hands a presence change of user to its watchers here.
+func (h *hub) presenceChanged(user string, frame []byte) {
+	for _, s := range h.watchersOf(user) {
+		s.send(frame)
+		h.e.m.presenceDelivered.Inc()
 	}
+}
+
+// answerProbe answers another edge's question "is user connected here?"
+// (edge/online.go) only when it is: silence means no.
+func (h *hub) answerProbe(user string, m *nats.Msg) {
+	if h.has(user) {
+		_ = m.Respond([]byte("1"))
+	}
+}
+
+// announced handles what the fan-out (or an edge) published on user's live
+// subject: a stored queue entry, a live-only event, or a nudge to catch up.
+func (h *hub) announced(user string, m *nats.Msg) {
 	l, err := event.DecodeLive(m.Data)
 	if err != nil {
 		h.e.log.Warn("bad live announcement", zap.String("subject", m.Subject))
 		return
 	}
-	if l.Seq == 0 {
-		if len(l.Doc) > 0 { // a live event (typing): to every session now, never stored
-			for _, s := range h.sessionsOf(sp.ID) {
-				s.send(l.Doc)
-				h.e.m.typingDelivered.Inc()
-			}
-			return
-		}
+	switch {
+	case l.Seq == 0 && len(l.Doc) > 0:
+		h.liveOnly(user, l.Doc)
+	case l.Seq == 0:
 		// A nudge: the queue has entries that may not have been announced.
-		h.wakeWaiters(sp.ID)
-		h.refill(sp.ID)
-		return
+		h.wakeWaiters(user)
+		h.refill(user)
+	default:
+		h.stored(user, l)
 	}
-	h.wakeWaiters(sp.ID)
+}
+
+// liveOnly gives a live event (typing, a group's coalesced receipt) to
+// every session of user now; it is never stored.
+func (h *hub) liveOnly(user string, doc []byte) {
+	for _, s := range h.sessionsOf(user) {
+		s.send(doc)
+		h.e.m.typingDelivered.Inc()
+	}
+}
+
+// stored offers a stored queue entry to user's sessions, after learning
+// from it the conversation's last event (the next send's expected
+// sequence and the recent-history cache).
+func (h *hub) stored(user string, l event.Live) {
+	h.wakeWaiters(user)
 	if hd, err := event.DecodeHead(l.Doc); err == nil && hd.Type == event.TypeMsg {
 		// The cache serves docs and a later page anchors on its own rows,
 		// so a stream sequence of 0 (not a text message) is fine.
@@ -326,7 +355,7 @@ func (h *hub) handle(m *nats.Msg) {
 			h.e.convs.hint(hd.Conv, hd.Seq, l.Src, hd.TS)
 		}
 	}
-	for _, s := range h.sessionsOf(sp.ID) {
+	for _, s := range h.sessionsOf(user) {
 		s.offer(l.Seq, l.Prev, l.Doc)
 	}
 }

@@ -259,19 +259,18 @@ func (f *Fanout) flushUser(m *nats.Msg) {
 }
 
 // flushShards asks every shard to store its changed summaries and waits;
-// a no-op once the shards have stopped.
+// a no-op once the shards have stopped. The shards flush one after the
+// other: each flush is a pipelined burst of writes, and all of them at once
+// would make the queue writes behind them wait (the tail of delivery
+// latency); one at a time, the other shards go on writing.
 func (f *Fanout) flushShards() {
-	if f.stopped.Load() {
-		return
-	}
-	var waits []chan struct{}
 	for _, s := range f.shards {
+		if f.stopped.Load() {
+			return
+		}
 		done := make(chan struct{})
 		s.in <- write{flush: done}
-		waits = append(waits, done)
-	}
-	for _, d := range waits {
-		<-d
+		<-done
 	}
 }
 
