@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"messenger/edge/auth"
+	"messenger/services/conversation"
 	"messenger/services/event"
 	"messenger/services/history"
 	"messenger/streams"
@@ -88,7 +89,6 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		cfg: cfg, nc: nc, js: d.JS, h: h, verifier: d.Verifier,
 		log:           d.Log.With(zap.String("component", "edge")),
 		m:             newMetrics(d.Metrics),
-		convs:         newConvCache(cfg.ConvCache),
 		limits:        newLimiters(cfg.SendRate, cfg.SendBurst),
 		historyLimits: newLimiters(cfg.HistoryRate, cfg.HistoryBurst),
 		recent:        newRecentCache(cfg.RecentConvs, cfg.RecentMessages),
@@ -99,6 +99,15 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		stopping:      make(chan struct{}),
 		onlineSeen:    newOnlineSeen(),
 	}
+	convs, err := conversation.NewCache(cfg.ConvCache, conversation.Deps{
+		JS: d.JS, Handles: h, Store: conversation.NewStore(nc, h, e.log),
+		OnConflict: e.m.conflicts.Inc,
+		OnStored:   e.noteEvent,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	e.convs = &convCache{convs}
 	e.pager = &history.Pager{
 		Projection: d.Projection,
 		Stream:     &history.StreamStore{NC: nc, H: h},

@@ -60,7 +60,7 @@ func (e *Edge) CreateGroup(ctx context.Context, user string, r *CreateGroupReque
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
 	conv := event.GroupConv(user, r.ID)
-	st := e.convs.get(conv)
+	st := e.convs.Get(conv)
 	_, cerr = e.commit(ctx, st, conv, user+":"+r.ID, func(m *event.Meta) *Error {
 		if m != nil && m.Applied > 0 {
 			return errExists
@@ -92,7 +92,7 @@ func (e *Edge) changeGroup(ctx context.Context, actor, conv string, check func(*
 	defer e.inflight.leave()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
-	m, st, err := e.meta(ctx, conv)
+	m, st, err := e.convs.Meta(ctx, conv)
 	if err != nil {
 		return errUnavailable("group", err)
 	}

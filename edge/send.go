@@ -3,14 +3,13 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"messenger/services/conversation"
 	"messenger/services/event"
-	"messenger/streams"
 )
 
 // SendRequest is a send frame or POST /v1/messages body.
@@ -87,13 +86,13 @@ func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Er
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
 
-	var st *convState
+	var st *conversation.State
 	conv := r.Conv
 	if r.To != "" {
 		conv = event.DirectConv(user, r.To)
-		st = e.ensureDirect(conv, user, r.To)
+		st = e.convs.Direct(conv, user, r.To)
 	} else {
-		m, s, err := e.meta(ctx, conv)
+		m, s, err := e.convs.Meta(ctx, conv)
 		if err != nil {
 			return nil, errUnavailable("send", err)
 		}
@@ -138,107 +137,32 @@ func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Er
 	return ack, nil
 }
 
-// commit stores the next event of conv: under the conversation's lock, it
-// brings its state up to the stream, checks the operation against the
-// metadata as of the last event (check may refuse it), fills the event
-// (build), and publishes it with the expected-last-subject-sequence check,
-// starting again when another edge stored an event first. dedupID, when
-// set, makes a resend answer the first ack. The metadata of a group is
-// folded and stored at once.
-func (e *Edge) commit(ctx context.Context, st *convState, conv, dedupID string, check func(*event.Meta) *Error, build func(*event.Msg)) (*Ack, *Error) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	stream := e.h.ConvStreamOf(conv)
-	subject := e.h.Layout.ConvEvents(conv)
-	for attempt := 0; ; attempt++ {
-		if !st.loaded {
-			if err := e.loadLast(ctx, conv, st); err != nil {
-				return nil, errUnavailable("store", err)
+// commit stores the next event of conv through the conversation cache
+// (conversation.Cache.Commit) and answers its ack: check may refuse the
+// event with a client error, any other failure is unavailable. dedupID,
+// when set, makes a resend answer the first ack.
+func (e *Edge) commit(ctx context.Context, st *conversation.State, conv, dedupID string, check func(*event.Meta) *Error, build func(*event.Msg)) (*Ack, *Error) {
+	c, err := e.convs.Commit(ctx, st, conv, conversation.Op{
+		DedupID: dedupID,
+		Check: func(m *event.Meta) error {
+			if cerr := check(m); cerr != nil {
+				return cerr
 			}
-		} else {
-			st.takeHint()
-		}
-		if cerr := check(st.meta); cerr != nil {
+			return nil // not a nil *Error in an error
+		},
+		Build: build,
+	})
+	if err != nil {
+		var cerr *Error
+		if errors.As(err, &cerr) { // check refused it
 			return nil, cerr
 		}
-		ev := event.Msg{V: event.Version, Type: event.TypeMsg, Conv: conv, Seq: st.seq + 1, TS: max(time.Now().UnixMilli(), st.ts)}
-		build(&ev)
-		data, _ := json.Marshal(ev)
-		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-		if dedupID != "" {
-			msg.Header.Set(jetstream.MsgIDHeader, dedupID)
-		}
-		pa, err := e.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(st.streamSeq))
-		if err != nil {
-			st.loaded = false
-			if streams.IsWrongLastSequence(err) && attempt < 50 {
-				e.m.conflicts.Inc()
-				continue
-			}
-			return nil, errUnavailable("store", err)
-		}
-		if pa.Duplicate {
-			// A resend: answer the first ack, whatever this one carried.
-			orig, err := stream.GetMsg(ctx, pa.Sequence)
-			if err != nil {
-				return nil, errUnavailable("store", err)
-			}
-			var m event.Msg
-			if err := json.Unmarshal(orig.Data, &m); err != nil {
-				return nil, errUnavailable("store", err)
-			}
-			e.m.sends.WithLabelValues("duplicate").Inc()
-			return &Ack{Type: "ack", ID: m.ID, Conv: m.Conv, Seq: m.Seq, TS: m.TS}, nil
-		}
-		st.seq, st.streamSeq, st.ts = ev.Seq, pa.Sequence, ev.TS
-		if ev.Kind != event.KindText {
-			meta := &event.Meta{}
-			if st.meta != nil {
-				meta = st.meta.Clone()
-			}
-			meta.Fold(&ev, pa.Sequence)
-			st.meta = meta
-			e.storeMeta(ctx, conv, st)
-		}
-		e.noteEvent(conv, ev.Seq, pa.Sequence, data)
-		return &Ack{Type: "ack", ID: ev.ID, Conv: conv, Seq: ev.Seq, TS: ev.TS}, nil
+		return nil, errUnavailable("store", err)
 	}
-}
-
-// freshMeta is the conversation's metadata as of its last stored event
-// (read now): what reads of a group check membership against.
-func (e *Edge) freshMeta(ctx context.Context, conv string) (*event.Meta, uint64, error) {
-	m, st, err := e.meta(ctx, conv)
-	if err != nil || m == nil {
-		return nil, 0, err
+	if c.Duplicate {
+		e.m.sends.WithLabelValues("duplicate").Inc()
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if err := e.loadLast(ctx, conv, st); err != nil {
-		return nil, 0, err
-	}
-	return st.meta, st.seq, nil
-}
-
-// receiptMeta is what a receipt up to seq is checked against: for a direct
-// conversation whose last seq this edge knows to be at least seq, what it
-// knows (its members never change; no read); else the metadata and last
-// seq read now.
-func (e *Edge) receiptMeta(ctx context.Context, conv string, seq uint64) (*event.Meta, uint64, error) {
-	m, st, err := e.meta(ctx, conv)
-	if err != nil || m == nil {
-		return nil, 0, err
-	}
-	if m.Kind == event.ConvDirect {
-		st.mu.Lock()
-		st.takeHint()
-		known, last := st.loaded, st.seq
-		st.mu.Unlock()
-		if known && seq <= last {
-			return m, last, nil
-		}
-	}
-	return e.freshMeta(ctx, conv)
+	return &Ack{Type: "ack", ID: c.ID, Conv: c.Conv, Seq: c.Seq, TS: c.TS}, nil
 }
 
 // ReceiptRequest is a receipt frame or POST /v1/receipts body.
@@ -266,7 +190,7 @@ func (e *Edge) Receipt(ctx context.Context, user string, r *ReceiptRequest) *Err
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
 	seq := uint64(*r.Seq)
-	m, last, err := e.receiptMeta(ctx, r.Conv, seq)
+	m, last, err := e.convs.AtLeast(ctx, r.Conv, seq)
 	if err != nil {
 		return errUnavailable("receipt", err)
 	}

@@ -2,74 +2,48 @@ package fanout
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
-
+	"messenger/services/conversation"
 	"messenger/services/event"
-	"messenger/services/history"
 )
 
 // metaCache holds the metadata of the groups a partition reader met; owned
 // by that reader's goroutine, so unlocked.
 type metaCache struct {
 	max int
-	m   map[string]*cachedMeta
+	m   map[string]*event.Meta
 }
 
-type cachedMeta struct {
-	meta *event.Meta
-	rev  uint64
-}
-
-func newMetaCache(max int) *metaCache { return &metaCache{max: max, m: map[string]*cachedMeta{}} }
+func newMetaCache(max int) *metaCache { return &metaCache{max: max, m: map[string]*event.Meta{}} }
 
 // groupMeta returns the group's metadata folded at least up to seq: from
-// the cache, the convs bucket, and for what those lack, the stream itself
-// (the lookup is rebuilt from the stream; a newer fold is written back).
+// the cache, else from the convs bucket brought up to seq from the stream
+// by the conversation store (which writes a newer fold back).
 func (f *Fanout) groupMeta(ctx context.Context, mc *metaCache, conv string, seq uint64) (*event.Meta, error) {
-	c := mc.m[conv]
-	if c == nil || c.meta.Applied < seq {
-		c = &cachedMeta{meta: &event.Meta{}}
-		entry, err := f.h.Convs.Get(ctx, conv)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return nil, fmt.Errorf("metadata of %s: %w", conv, err)
-		default:
-			c.rev = entry.Revision()
-			if err := json.Unmarshal(entry.Value(), c.meta); err != nil {
-				return nil, fmt.Errorf("metadata of %s: %w", conv, err)
-			}
-		}
-		if c.meta.Applied < seq {
-			if err := history.FoldStream(ctx, f.nc, f.h, conv, c.meta, seq); err != nil {
-				return nil, err
-			}
-			val, _ := json.Marshal(c.meta)
-			if c.rev == 0 {
-				_, err = f.h.Convs.Create(ctx, conv, val)
-			} else {
-				_, err = f.h.Convs.Update(ctx, conv, val, c.rev)
-			}
-			if err != nil {
-				f.log.Debug("write back folded metadata", zap.String("conv", conv), zap.Error(err))
-			}
-		}
-		if len(mc.m) >= mc.max {
-			for k := range mc.m {
-				delete(mc.m, k)
-				break
-			}
-		}
-		mc.m[conv] = c
+	if meta := mc.m[conv]; meta != nil && meta.Applied >= seq {
+		return meta, nil
 	}
-	return c.meta, nil
+	store := conversation.NewStore(f.nc, f.h, f.log)
+	stored, err := store.Read(ctx, conv)
+	if err != nil {
+		return nil, err
+	}
+	if stored.Meta == nil {
+		stored.Meta = &event.Meta{}
+	}
+	if stored, err = store.CatchUp(ctx, conv, stored, seq); err != nil {
+		return nil, err
+	}
+	if len(mc.m) >= mc.max {
+		for k := range mc.m {
+			delete(mc.m, k)
+			break
+		}
+	}
+	mc.m[conv] = stored.Meta
+	return stored.Meta, nil
 }
 
 // liveReceipts coalesces the receipts of group members into at most one
