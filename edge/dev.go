@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"messenger/client/proto"
 	"messenger/web"
 )
 
@@ -19,7 +20,7 @@ func (e *Edge) getDev(w http.ResponseWriter, _ *http.Request) {
 // with the configured key. Off unless the platform runs with --dev.
 func (e *Edge) postDevToken(w http.ResponseWriter, r *http.Request) {
 	if e.devSigner == nil {
-		writeError(w, errf(CodeNotFound, "development sign-in is off (start with --dev)"))
+		writeError(w, errf(proto.CodeNotFound, "development sign-in is off (start with --dev)"))
 		return
 	}
 	var req struct {
@@ -30,12 +31,12 @@ func (e *Edge) postDevToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !validID(req.User) {
-		writeError(w, errf(CodeBadRequest, "user must be 1-64 characters of [A-Za-z0-9_-]"))
+		writeError(w, errf(proto.CodeBadRequest, "user must be 1-64 characters of [A-Za-z0-9_-]"))
 		return
 	}
 	tok, err := e.devSigner.Token(req.User, devTokenTTL)
 	if err != nil {
-		writeError(w, errf(CodeBadRequest, "%v", err))
+		writeError(w, errf(proto.CodeBadRequest, "%v", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "user": req.User, "expires_in": int(devTokenTTL.Seconds())})

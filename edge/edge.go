@@ -34,7 +34,7 @@ type Edge struct {
 	log      *zap.Logger
 	m        *metrics
 
-	convs *convCache
+	convs *conversation.Cache
 	// onlineSeen: users other edges recently said they hold (online.go).
 	onlineSeen *onlineSeen
 	hub        *hub
@@ -107,7 +107,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	e.convs = &convCache{convs}
+	e.convs = convs
 	e.pager = &history.Pager{
 		Projection: d.Projection,
 		Stream:     &history.StreamStore{NC: nc, H: h},

@@ -9,21 +9,6 @@ import (
 	"messenger/client/proto"
 )
 
-// Client-facing error codes of PROTOCOL.md section 9, defined once in proto.
-// The short names stay because the handlers of this package (http.go and
-// history.go among them) use them unqualified.
-const (
-	CodeBadRequest    = proto.CodeBadRequest
-	CodeUnauthorized  = proto.CodeUnauthorized
-	CodeForbidden     = proto.CodeForbidden
-	CodeNotFound      = proto.CodeNotFound
-	CodeTooLarge      = proto.CodeTooLarge
-	CodeRateLimited   = proto.CodeRateLimited
-	CodeConflict      = proto.CodeConflict
-	CodeCursorExpired = proto.CodeCursorExpired
-	CodeUnavailable   = proto.CodeUnavailable
-)
-
 // Error is an error for a client: a code of PROTOCOL.md and a message.
 type Error struct {
 	Code       string
@@ -36,21 +21,21 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 // Status is the HTTP status of the code.
 func (e *Error) Status() int {
 	switch e.Code {
-	case CodeBadRequest:
+	case proto.CodeBadRequest:
 		return http.StatusBadRequest
-	case CodeUnauthorized:
+	case proto.CodeUnauthorized:
 		return http.StatusUnauthorized
-	case CodeForbidden:
+	case proto.CodeForbidden:
 		return http.StatusForbidden
-	case CodeNotFound:
+	case proto.CodeNotFound:
 		return http.StatusNotFound
-	case CodeConflict:
+	case proto.CodeConflict:
 		return http.StatusConflict
-	case CodeTooLarge:
+	case proto.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case CodeRateLimited:
+	case proto.CodeRateLimited:
 		return http.StatusTooManyRequests
-	case CodeCursorExpired:
+	case proto.CodeCursorExpired:
 		return http.StatusGone
 	default:
 		return http.StatusServiceUnavailable
@@ -61,10 +46,10 @@ func errf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-var errForbidden = &Error{Code: CodeForbidden, Message: "not a member of this conversation"}
+var errForbidden = &Error{Code: proto.CodeForbidden, Message: "not a member of this conversation"}
 
 func errUnavailable(what string, err error) *Error {
-	return &Error{Code: CodeUnavailable, Message: what + ": storage unavailable, retry"}
+	return &Error{Code: proto.CodeUnavailable, Message: what + ": storage unavailable, retry"}
 }
 
 // frame is the error frame of the WebSocket protocol.
@@ -78,7 +63,7 @@ func (e *Error) frame(id string) []byte {
 	b = strconv.AppendQuote(b, e.Code)
 	b = append(b, `,"message":`...)
 	b = strconv.AppendQuote(b, e.Message)
-	if e.Code == CodeRateLimited {
+	if e.Code == proto.CodeRateLimited {
 		b = append(b, `,"retry_after_ms":`...)
 		b = strconv.AppendInt(b, max(e.RetryAfter.Milliseconds(), 1), 10)
 	}

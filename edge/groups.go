@@ -8,13 +8,14 @@ import (
 	"slices"
 	"time"
 
+	"messenger/client/proto"
 	"messenger/services/event"
 )
 
 // maxTitle bounds a group title in bytes.
 const maxTitle = 256
 
-var errExists = &Error{Code: CodeConflict, Message: "the group exists"}
+var errExists = &Error{Code: proto.CodeConflict, Message: "the group exists"}
 
 // serverID makes the client id of an event the server makes.
 func serverID() string {
@@ -36,25 +37,25 @@ func (e *Edge) CreateGroup(ctx context.Context, user string, r *CreateGroupReque
 	if r.ID == "" {
 		r.ID = serverID()
 	} else if !validID(r.ID) {
-		return nil, false, errf(CodeBadRequest, "id must be 1-64 characters of [A-Za-z0-9_-]")
+		return nil, false, errf(proto.CodeBadRequest, "id must be 1-64 characters of [A-Za-z0-9_-]")
 	}
 	if len(r.Title) > maxTitle {
-		return nil, false, errf(CodeBadRequest, "title is over %d bytes", maxTitle)
+		return nil, false, errf(proto.CodeBadRequest, "title is over %d bytes", maxTitle)
 	}
 	members := []string{user}
 	for _, u := range r.Members {
 		if !validID(u) {
-			return nil, false, errf(CodeBadRequest, "%q is not a valid user id", u)
+			return nil, false, errf(proto.CodeBadRequest, "%q is not a valid user id", u)
 		}
 		if !slices.Contains(members, u) {
 			members = append(members, u)
 		}
 	}
 	if len(members) > e.cfg.MaxGroup {
-		return nil, false, errf(CodeConflict, "a group has at most %d members", e.cfg.MaxGroup)
+		return nil, false, errf(proto.CodeConflict, "a group has at most %d members", e.cfg.MaxGroup)
 	}
 	if !e.inflight.enter() {
-		return nil, false, errf(CodeUnavailable, "server is draining, retry")
+		return nil, false, errf(proto.CodeUnavailable, "server is draining, retry")
 	}
 	defer e.inflight.leave()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
@@ -87,7 +88,7 @@ func (e *Edge) changeGroup(ctx context.Context, actor, conv string, check func(*
 		return errForbidden
 	}
 	if !e.inflight.enter() {
-		return errf(CodeUnavailable, "server is draining, retry")
+		return errf(proto.CodeUnavailable, "server is draining, retry")
 	}
 	defer e.inflight.leave()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
@@ -104,7 +105,7 @@ func (e *Edge) changeGroup(ctx context.Context, actor, conv string, check func(*
 		case m == nil || !m.Has(actor):
 			return errForbidden
 		case m.Kind != event.ConvGroup:
-			return errf(CodeBadRequest, "a direct conversation has no member operations")
+			return errf(proto.CodeBadRequest, "a direct conversation has no member operations")
 		}
 		return check(m)
 	}, func(ev *event.Msg) {
@@ -117,18 +118,18 @@ func (e *Edge) changeGroup(ctx context.Context, actor, conv string, check func(*
 // AddMember adds user to a group; admins only.
 func (e *Edge) AddMember(ctx context.Context, actor, conv, user string) *Error {
 	if !validID(user) {
-		return errf(CodeBadRequest, "user is not a valid user id")
+		return errf(proto.CodeBadRequest, "user is not a valid user id")
 	}
 	var title string
 	var members []string
 	return e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
 		switch {
 		case !m.IsAdmin(actor):
-			return errf(CodeForbidden, "only admins add members")
+			return errf(proto.CodeForbidden, "only admins add members")
 		case m.Has(user):
-			return errf(CodeConflict, "%s is a member already", user)
+			return errf(proto.CodeConflict, "%s is a member already", user)
 		case len(m.Members) >= e.cfg.MaxGroup:
-			return errf(CodeConflict, "the group is full (%d members)", e.cfg.MaxGroup)
+			return errf(proto.CodeConflict, "the group is full (%d members)", e.cfg.MaxGroup)
 		}
 		title, members = m.Title, append(slices.Clone(m.Members), user)
 		return nil
@@ -143,14 +144,14 @@ func (e *Edge) AddMember(ctx context.Context, actor, conv, user string) *Error {
 // member removes itself (leaves).
 func (e *Edge) RemoveMember(ctx context.Context, actor, conv, user string) *Error {
 	if !validID(user) {
-		return errf(CodeBadRequest, "user is not a valid user id")
+		return errf(proto.CodeBadRequest, "user is not a valid user id")
 	}
 	return e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
 		switch {
 		case user != actor && !m.IsAdmin(actor):
-			return errf(CodeForbidden, "only admins remove other members")
+			return errf(proto.CodeForbidden, "only admins remove other members")
 		case !m.Has(user):
-			return errf(CodeNotFound, "%s is not a member", user)
+			return errf(proto.CodeNotFound, "%s is not a member", user)
 		}
 		return nil
 	}, func(ev *event.Msg) { ev.Kind, ev.User = event.KindMemberRemoved, user })
@@ -159,11 +160,11 @@ func (e *Edge) RemoveMember(ctx context.Context, actor, conv, user string) *Erro
 // Rename changes a group's title; admins only.
 func (e *Edge) Rename(ctx context.Context, actor, conv, title string) *Error {
 	if len(title) > maxTitle {
-		return errf(CodeBadRequest, "title is over %d bytes", maxTitle)
+		return errf(proto.CodeBadRequest, "title is over %d bytes", maxTitle)
 	}
 	return e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
 		if !m.IsAdmin(actor) {
-			return errf(CodeForbidden, "only admins rename")
+			return errf(proto.CodeForbidden, "only admins rename")
 		}
 		return nil
 	}, func(ev *event.Msg) { ev.Kind, ev.Title = event.KindTitleChanged, title })
@@ -230,7 +231,7 @@ func (e *Edge) patchConversation(w http.ResponseWriter, r *http.Request, user st
 		return
 	}
 	if req.Title == nil {
-		writeError(w, errf(CodeBadRequest, "title is required"))
+		writeError(w, errf(proto.CodeBadRequest, "title is required"))
 		return
 	}
 	conv := r.PathValue("conv")

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"messenger/client/proto"
 	"messenger/services/event"
 	"messenger/services/history"
 	"messenger/streams"
@@ -32,7 +33,7 @@ func parseBound(v string) (*uint64, *Error) {
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return nil, errf(CodeBadRequest, "bounds are non-negative integers, got %q", v)
+		return nil, errf(proto.CodeBadRequest, "bounds are non-negative integers, got %q", v)
 	}
 	return &n, nil
 }
@@ -48,7 +49,7 @@ func (e *Edge) getMessages(w http.ResponseWriter, r *http.Request, user string) 
 	if cerr == nil && q.Has("limit") {
 		n, err := strconv.Atoi(q.Get("limit"))
 		if err != nil || n < 1 {
-			cerr = errf(CodeBadRequest, "limit is a positive integer, got %q", q.Get("limit"))
+			cerr = errf(proto.CodeBadRequest, "limit is a positive integer, got %q", q.Get("limit"))
 		}
 		req.Limit = n
 	}
@@ -74,11 +75,11 @@ func (e *Edge) getMessages(w http.ResponseWriter, r *http.Request, user string) 
 // an acked event (what ClickHouse lacks is read from the stream).
 func (e *Edge) History(ctx context.Context, user, conv string, req PageRequest) (*Page, *Error) {
 	if wait, ok := e.historyLimits.allow(user); !ok {
-		return nil, &Error{Code: CodeRateLimited, Message: "too many history reads", RetryAfter: wait}
+		return nil, &Error{Code: proto.CodeRateLimited, Message: "too many history reads", RetryAfter: wait}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	m, last, err := e.freshMeta(ctx, conv)
+	m, last, err := e.convs.Fresh(ctx, conv)
 	if err != nil {
 		return nil, errUnavailable("history", err)
 	}
@@ -164,7 +165,7 @@ func (e *Edge) getConversations(w http.ResponseWriter, r *http.Request, user str
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			writeError(w, errf(CodeBadRequest, "limit is a positive integer, got %q", v))
+			writeError(w, errf(proto.CodeBadRequest, "limit is a positive integer, got %q", v))
 			return
 		}
 		limit = min(n, 200)
@@ -182,7 +183,7 @@ func (e *Edge) getConversations(w http.ResponseWriter, r *http.Request, user str
 // first, read from the user's summaries (one stream read, no ClickHouse).
 func (e *Edge) Conversations(ctx context.Context, user string, limit int) ([]ConversationItem, *Error) {
 	if wait, ok := e.historyLimits.allow(user); !ok {
-		return nil, &Error{Code: CodeRateLimited, Message: "too many reads", RetryAfter: wait}
+		return nil, &Error{Code: proto.CodeRateLimited, Message: "too many reads", RetryAfter: wait}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"messenger/client/proto"
 	"messenger/edge/auth"
 	"messenger/services/event"
 	"messenger/streams"
@@ -46,7 +47,7 @@ func (e *Edge) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		user, _, err := e.verifier.Verify(auth.FromRequest(r))
 		if err != nil {
-			writeError(w, errf(CodeUnauthorized, "%v", err))
+			writeError(w, errf(proto.CodeUnauthorized, "%v", err))
 			return
 		}
 		h(w, r, user)
@@ -60,7 +61,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *Error) {
-	if e.Code == CodeRateLimited {
+	if e.Code == proto.CodeRateLimited {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(max(time.Second, e.RetryAfter+time.Second-1)/time.Second), 10))
 	}
 	writeJSON(w, e.Status(), map[string]any{"error": map[string]string{"code": e.Code, "message": e.Message}})
@@ -73,15 +74,15 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) *Error {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return errf(CodeTooLarge, "body over %d bytes", maxBody)
+			return errf(proto.CodeTooLarge, "body over %d bytes", maxBody)
 		}
-		return errf(CodeBadRequest, "cannot read body: %v", err)
+		return errf(proto.CodeBadRequest, "cannot read body: %v", err)
 	}
 	if cerr := checkJSONText(raw); cerr != nil {
 		return cerr
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return errf(CodeBadRequest, "body is not a valid JSON object: %v", err)
+		return errf(proto.CodeBadRequest, "body is not a valid JSON object: %v", err)
 	}
 	return nil
 }
@@ -149,7 +150,7 @@ func (e *Edge) getConversation(w http.ResponseWriter, r *http.Request, user stri
 func (e *Edge) Conversation(ctx context.Context, user, conv string) (*ConversationView, *Error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
-	m, _, err := e.freshMeta(ctx, conv)
+	m, _, err := e.convs.Fresh(ctx, conv)
 	if err != nil {
 		return nil, errUnavailable("conversation", err)
 	}

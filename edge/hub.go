@@ -352,7 +352,7 @@ func (h *hub) stored(user string, l event.Live) {
 		// so a stream sequence of 0 (not a text message) is fine.
 		h.e.noteEvent(hd.Conv, hd.Seq, l.Src, l.Doc)
 		if l.Src != 0 {
-			h.e.convs.hint(hd.Conv, hd.Seq, l.Src, hd.TS)
+			h.e.convs.Hint(hd.Conv, hd.Seq, l.Src, hd.TS)
 		}
 	}
 	for _, s := range h.sessionsOf(user) {

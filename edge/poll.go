@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"messenger/client/proto"
 	"messenger/services/event"
 	"messenger/streams"
 )
@@ -32,13 +33,13 @@ func (e *Edge) getPoll(w http.ResponseWriter, r *http.Request, user string) {
 	if v := q.Get("timeout"); v != "" {
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil || n < 0 {
-			writeError(w, errf(CodeBadRequest, "timeout is a number of seconds, got %q", v))
+			writeError(w, errf(proto.CodeBadRequest, "timeout is a number of seconds, got %q", v))
 			return
 		}
 		timeout = min(time.Duration(n*float64(time.Second)), maxPollTimeout)
 	}
 	if e.draining.Load() {
-		writeError(w, errf(CodeUnavailable, "server is draining: poll another edge"))
+		writeError(w, errf(proto.CodeUnavailable, "server is draining: poll another edge"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout+10*time.Second)
@@ -54,7 +55,7 @@ func (e *Edge) getPoll(w http.ResponseWriter, r *http.Request, user string) {
 	}
 	after, expired := e.checkCursor(ctx, user, q.Get("cursor"), head, first)
 	if expired {
-		writeError(w, &Error{Code: CodeCursorExpired, Message: "cursor unknown or expired: reload conversations, then poll without a cursor"})
+		writeError(w, &Error{Code: proto.CodeCursorExpired, Message: "cursor unknown or expired: reload conversations, then poll without a cursor"})
 		return
 	}
 	// Register before reading, so that an event stored in between wakes us.

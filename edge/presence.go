@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"messenger/client/proto"
 	"messenger/services/event"
 	"messenger/streams"
 	"messenger/subjects"
@@ -143,7 +144,7 @@ func (e *Edge) presenceView(ctx context.Context, viewer string, users []string) 
 			continue
 		}
 		checked++
-		if m, _, err := e.meta(ctx, event.DirectConv(viewer, u)); err == nil && m != nil {
+		if m, _, err := e.convs.Meta(ctx, event.DirectConv(viewer, u)); err == nil && m != nil {
 			visible[u] = true
 		}
 	}
@@ -178,11 +179,11 @@ func (e *Edge) presenceView(ctx context.Context, viewer string, users []string) 
 
 func (e *Edge) validUsers(users []string) *Error {
 	if len(users) > e.cfg.MaxWatch {
-		return errf(CodeBadRequest, "at most %d users", e.cfg.MaxWatch)
+		return errf(proto.CodeBadRequest, "at most %d users", e.cfg.MaxWatch)
 	}
 	for _, u := range users {
 		if !validID(u) {
-			return errf(CodeBadRequest, "%q is not a valid user id", u)
+			return errf(proto.CodeBadRequest, "%q is not a valid user id", u)
 		}
 	}
 	return nil
@@ -199,7 +200,7 @@ func (e *Edge) getPresence(w http.ResponseWriter, r *http.Request, user string) 
 		return
 	}
 	if wait, ok := e.historyLimits.allow(user); !ok {
-		writeError(w, &Error{Code: CodeRateLimited, Message: "too many reads", RetryAfter: wait})
+		writeError(w, &Error{Code: proto.CodeRateLimited, Message: "too many reads", RetryAfter: wait})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -288,11 +289,11 @@ func (t *typingLimiter) allow(user, conv string, now time.Time) bool {
 // typing: nothing is stored, and at most one per interval goes out.
 func (e *Edge) Typing(ctx context.Context, user, conv string) *Error {
 	if !validID(conv) {
-		return errf(CodeBadRequest, "conv is not a valid conversation id")
+		return errf(proto.CodeBadRequest, "conv is not a valid conversation id")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	m, _, err := e.meta(ctx, conv)
+	m, _, err := e.convs.Meta(ctx, conv)
 	if err != nil {
 		return errUnavailable("typing", err)
 	}

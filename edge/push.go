@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"messenger/client/proto"
 )
 
 // Push registration (PROTOCOL.md section 5): devices register where to be
@@ -47,19 +49,19 @@ func (e *Edge) postPushToken(w http.ResponseWriter, r *http.Request, user string
 	switch req.Platform {
 	case "fcm", "apns":
 		if req.Token == "" || len(req.Token) > maxPushToken {
-			writeError(w, errf(CodeBadRequest, "%s needs a token of 1-%d bytes", req.Platform, maxPushToken))
+			writeError(w, errf(proto.CodeBadRequest, "%s needs a token of 1-%d bytes", req.Platform, maxPushToken))
 			return
 		}
 		reg.Token = req.Token
 	case "webpush":
 		s := req.Subscription
 		if s == nil || !strings.HasPrefix(s.Endpoint, "https://") || s.Keys.P256dh == "" || s.Keys.Auth == "" || len(s.Endpoint) > maxPushToken {
-			writeError(w, errf(CodeBadRequest, "webpush needs a subscription {endpoint (https), keys {p256dh, auth}}"))
+			writeError(w, errf(proto.CodeBadRequest, "webpush needs a subscription {endpoint (https), keys {p256dh, auth}}"))
 			return
 		}
 		reg.Subscription, _ = json.Marshal(s)
 	default:
-		writeError(w, errf(CodeBadRequest, "platform must be fcm, apns or webpush"))
+		writeError(w, errf(proto.CodeBadRequest, "platform must be fcm, apns or webpush"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), e.cfg.PublishTimeout)
@@ -75,7 +77,7 @@ func (e *Edge) postPushToken(w http.ResponseWriter, r *http.Request, user string
 func (e *Edge) deletePushToken(w http.ResponseWriter, r *http.Request, user string) {
 	id := r.PathValue("id")
 	if !validID(id) {
-		writeError(w, errf(CodeNotFound, "no such registration"))
+		writeError(w, errf(proto.CodeNotFound, "no such registration"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), e.cfg.PublishTimeout)
@@ -83,7 +85,7 @@ func (e *Edge) deletePushToken(w http.ResponseWriter, r *http.Request, user stri
 	key := user + "." + id
 	if _, err := e.h.Push.Get(ctx, key); err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			writeError(w, errf(CodeNotFound, "no such registration"))
+			writeError(w, errf(proto.CodeNotFound, "no such registration"))
 			return
 		}
 		writeError(w, errUnavailable("push registration", err))
@@ -98,5 +100,5 @@ func (e *Edge) deletePushToken(w http.ResponseWriter, r *http.Request, user stri
 
 // notFound answers unknown API paths in the API's error format.
 func notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, errf(CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	writeError(w, errf(proto.CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 }

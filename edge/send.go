@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"messenger/client/proto"
 	"messenger/services/conversation"
 	"messenger/services/event"
 )
@@ -32,27 +33,27 @@ type Ack struct {
 
 func (e *Edge) validateSend(user string, r *SendRequest) *Error {
 	if !validID(r.ID) {
-		return errf(CodeBadRequest, "id must be 1-64 characters of [A-Za-z0-9_-]")
+		return errf(proto.CodeBadRequest, "id must be 1-64 characters of [A-Za-z0-9_-]")
 	}
 	if (r.To == "") == (r.Conv == "") {
-		return errf(CodeBadRequest, "exactly one of to and conv is required")
+		return errf(proto.CodeBadRequest, "exactly one of to and conv is required")
 	}
 	if r.To != "" {
 		if !validID(r.To) {
-			return errf(CodeBadRequest, "to is not a valid user id")
+			return errf(proto.CodeBadRequest, "to is not a valid user id")
 		}
 		if r.To == user {
-			return errf(CodeBadRequest, "cannot send to oneself")
+			return errf(proto.CodeBadRequest, "cannot send to oneself")
 		}
 	}
 	if r.Conv != "" && !validID(r.Conv) {
-		return errf(CodeBadRequest, "conv is not a valid conversation id")
+		return errf(proto.CodeBadRequest, "conv is not a valid conversation id")
 	}
 	if r.Text == nil || *r.Text == "" {
-		return errf(CodeBadRequest, "text is required")
+		return errf(proto.CodeBadRequest, "text is required")
 	}
 	if len(*r.Text) > e.cfg.MaxText {
-		return errf(CodeTooLarge, "text is over %d bytes", e.cfg.MaxText)
+		return errf(proto.CodeTooLarge, "text is over %d bytes", e.cfg.MaxText)
 	}
 	return nil
 }
@@ -77,10 +78,10 @@ func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Er
 		return nil, cerr
 	}
 	if wait, ok := e.limits.allow(user); !ok {
-		return nil, &Error{Code: CodeRateLimited, Message: "too many sends", RetryAfter: wait}
+		return nil, &Error{Code: proto.CodeRateLimited, Message: "too many sends", RetryAfter: wait}
 	}
 	if !e.inflight.enter() {
-		return nil, errf(CodeUnavailable, "server is draining, reconnect")
+		return nil, errf(proto.CodeUnavailable, "server is draining, reconnect")
 	}
 	defer e.inflight.leave()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
@@ -124,7 +125,7 @@ func (e *Edge) send(ctx context.Context, user string, r *SendRequest) (*Ack, *Er
 		ev.From, ev.ID, ev.Kind, ev.Text, ev.To = user, r.ID, event.KindText, text, to
 	})
 	if cerr != nil {
-		if cerr.Code == CodeUnavailable {
+		if cerr.Code == proto.CodeUnavailable {
 			e.log.Warn("store message", zap.String("conv", conv), zap.String("error", cerr.Message))
 		}
 		return nil, cerr
@@ -175,16 +176,16 @@ type ReceiptRequest struct {
 // Receipt stores a delivered or read watermark of user in a conversation.
 func (e *Edge) Receipt(ctx context.Context, user string, r *ReceiptRequest) *Error {
 	if !validID(r.Conv) {
-		return errf(CodeBadRequest, "conv is not a valid conversation id")
+		return errf(proto.CodeBadRequest, "conv is not a valid conversation id")
 	}
 	if r.Seq == nil || *r.Seq < 1 {
-		return errf(CodeBadRequest, "seq must be a positive integer")
+		return errf(proto.CodeBadRequest, "seq must be a positive integer")
 	}
 	if r.Status != event.StatusDelivered && r.Status != event.StatusRead {
-		return errf(CodeBadRequest, "status must be delivered or read")
+		return errf(proto.CodeBadRequest, "status must be delivered or read")
 	}
 	if !e.inflight.enter() {
-		return errf(CodeUnavailable, "server is draining, reconnect")
+		return errf(proto.CodeUnavailable, "server is draining, reconnect")
 	}
 	defer e.inflight.leave()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
@@ -198,7 +199,7 @@ func (e *Edge) Receipt(ctx context.Context, user string, r *ReceiptRequest) *Err
 		return errForbidden
 	}
 	if seq > last {
-		return errf(CodeBadRequest, "seq %d is beyond the last event %d of the conversation", seq, last)
+		return errf(proto.CodeBadRequest, "seq %d is beyond the last event %d of the conversation", seq, last)
 	}
 	rc := event.Receipt{
 		V: event.Version, Type: event.TypeReceipt, Conv: r.Conv, Seq: seq,

@@ -64,10 +64,10 @@ func hex4(b []byte) (rune, bool) {
 // checkJSONText rejects bodies that JSON decoding would silently repair.
 func checkJSONText(raw []byte) *Error {
 	if !utf8.Valid(raw) {
-		return errf(CodeBadRequest, "body is not valid UTF-8")
+		return errf(proto.CodeBadRequest, "body is not valid UTF-8")
 	}
 	if bytes.Contains(raw, []byte(`\u`)) && hasLoneSurrogate(raw) {
-		return errf(CodeBadRequest, "lone surrogate escape in a string")
+		return errf(proto.CodeBadRequest, "lone surrogate escape in a string")
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/lxzan/gws"
 	"go.uber.org/zap"
 
+	"messenger/client/proto"
 	"messenger/edge/auth"
 	"messenger/services/event"
 )
@@ -83,22 +84,22 @@ func (w *wsSink) armDeadline() {
 // ServeWS is GET /v1/ws: authenticate, check the origin, upgrade.
 func (e *Edge) ServeWS(w http.ResponseWriter, r *http.Request) {
 	if e.draining.Load() {
-		writeError(w, errf(CodeUnavailable, "server is draining: connect to another edge"))
+		writeError(w, errf(proto.CodeUnavailable, "server is draining: connect to another edge"))
 		return
 	}
 	user, exp, err := e.verifier.Verify(auth.FromRequest(r))
 	if err != nil {
-		writeError(w, errf(CodeUnauthorized, "%v", err))
+		writeError(w, errf(proto.CodeUnauthorized, "%v", err))
 		return
 	}
 	if !e.originAllowed(r) {
-		writeError(w, errf(CodeForbidden, "origin not allowed"))
+		writeError(w, errf(proto.CodeForbidden, "origin not allowed"))
 		return
 	}
 	q := r.URL.Query()
 	device := q.Get("device")
 	if device != "" && !validID(device) {
-		writeError(w, errf(CodeBadRequest, "device must be 1-64 characters of [A-Za-z0-9_-]"))
+		writeError(w, errf(proto.CodeBadRequest, "device must be 1-64 characters of [A-Za-z0-9_-]"))
 		return
 	}
 	cursor, hasCursor := q.Get("cursor"), q.Has("cursor")
@@ -147,7 +148,7 @@ func (e *Edge) start(s *session, cursor string, hasCursor bool) {
 	s.last = from
 	s.queueLocked(hello)
 	if expired {
-		s.queueLocked((&Error{Code: CodeCursorExpired, Message: "cursor unknown or expired: reload conversations, then continue from the hello cursor"}).frame(""))
+		s.queueLocked((&Error{Code: proto.CodeCursorExpired, Message: "cursor unknown or expired: reload conversations, then continue from the hello cursor"}).frame(""))
 	}
 	s.replaying = false
 	s.startCatchUpLocked(false)
@@ -282,17 +283,17 @@ func (h *wsHandler) handle(c *gws.Conn, msg *gws.Message) {
 		ws.armDeadline() // before the next read: exactly IdleTimeout after this frame
 	}
 	if msg.Opcode != gws.OpcodeText {
-		s.send(errf(CodeBadRequest, "binary frames are not accepted").frame(""))
+		s.send(errf(proto.CodeBadRequest, "binary frames are not accepted").frame(""))
 		return
 	}
 	raw := msg.Bytes()
 	var f inFrame
 	if err := json.Unmarshal(raw, &f); err != nil {
-		s.send(errf(CodeBadRequest, "frame is not a valid JSON object: %v", err).frame(idOf(raw)))
+		s.send(errf(proto.CodeBadRequest, "frame is not a valid JSON object: %v", err).frame(idOf(raw)))
 		return
 	}
 	if hasLoneSurrogate(raw) {
-		s.send(errf(CodeBadRequest, "lone surrogate escape in a string").frame(f.ID))
+		s.send(errf(proto.CodeBadRequest, "lone surrogate escape in a string").frame(f.ID))
 		return
 	}
 	h.e.frame(s, &f)
@@ -340,7 +341,7 @@ func (e *Edge) frame(s *session, f *inFrame) {
 		}
 	case "sync":
 		if f.Cursor == nil {
-			s.send(errf(CodeBadRequest, "sync needs a cursor").frame(f.ID))
+			s.send(errf(proto.CodeBadRequest, "sync needs a cursor").frame(f.ID))
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -356,7 +357,7 @@ func (e *Edge) frame(s *session, f *inFrame) {
 			return
 		}
 		if expired {
-			s.send((&Error{Code: CodeCursorExpired, Message: "cursor unknown or expired"}).frame(f.ID))
+			s.send((&Error{Code: proto.CodeCursorExpired, Message: "cursor unknown or expired"}).frame(f.ID))
 			return
 		}
 		s.mu.Lock()
@@ -367,7 +368,7 @@ func (e *Edge) frame(s *session, f *inFrame) {
 		s.send([]byte(`{"type":"pong"}`))
 	case "watch":
 		if f.Users == nil {
-			s.send(errf(CodeBadRequest, "watch needs users").frame(f.ID))
+			s.send(errf(proto.CodeBadRequest, "watch needs users").frame(f.ID))
 			return
 		}
 		if cerr := e.watch(s, f.Users); cerr != nil {
@@ -378,8 +379,8 @@ func (e *Edge) frame(s *session, f *inFrame) {
 			s.send(cerr.frame(f.ID))
 		}
 	case "":
-		s.send(errf(CodeBadRequest, "frame has no type").frame(f.ID))
+		s.send(errf(proto.CodeBadRequest, "frame has no type").frame(f.ID))
 	default:
-		s.send(errf(CodeBadRequest, "unknown frame type %q", f.Type).frame(f.ID))
+		s.send(errf(proto.CodeBadRequest, "unknown frame type %q", f.Type).frame(f.ID))
 	}
 }

@@ -240,11 +240,21 @@ func (p *Platform) openClickHouse() {
 	})
 }
 
+// projectorConfig is Options.Projector, gathering for 1 s instead of the
+// default 5 s unless told: tests wait for rows, not for fewer parts.
+func (p *Platform) projectorConfig() projector.Config {
+	c := p.opts.Projector
+	if c.BatchWait == 0 {
+		c.BatchWait = time.Second
+	}
+	return c
+}
+
 // StartProjector starts a ClickHouse projector (again).
 func (p *Platform) StartProjector() {
 	nc := p.Conn()
 	js, h := p.handles(nc)
-	pr, err := projector.New(p.opts.Projector, js, h, p.CH, p.Log, nil)
+	pr, err := projector.New(p.projectorConfig(), js, h, p.CH, p.Log, nil)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -279,7 +289,7 @@ func (p *Platform) Handles() (*nats.Conn, *streams.Handles) {
 func (p *Platform) Projector() (*projector.Projector, *nats.Conn, *streams.Handles) {
 	nc := p.Conn()
 	js, h := p.handles(nc)
-	pr, err := projector.New(p.opts.Projector, js, h, p.CH, p.Log, nil)
+	pr, err := projector.New(p.projectorConfig(), js, h, p.CH, p.Log, nil)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"messenger/services/conversation"
 	"messenger/services/event"
 	"messenger/streams"
 	"messenger/subjects"
@@ -31,8 +32,10 @@ type Config struct {
 	// stream is saved, and the changed conversation summaries with it
 	// (several events of a conversation within it make one summary write;
 	// a reader of the list has a user's summaries stored at once, see
-	// subjects.FanoutFlush). Default 200ms: longer makes each flush a burst
-	// that lifts the tail of delivery latency (docs/BENCHMARKS.md).
+	// subjects.FanoutFlush). Default 5s: a conversation's events within it
+	// make one summary write per member, and the watermarks one write per
+	// member (docs/BENCHMARKS.md); the shards flush one after the other, so
+	// a flush is no burst. A fan-out that crashes replays at most this much.
 	CheckpointEvery time.Duration
 	// UserCache is how many users' queue positions are kept in memory. Default 200,000.
 	UserCache int
@@ -50,7 +53,7 @@ func (c Config) withDefaults() Config {
 		c.ShardQueue = 1024
 	}
 	if c.CheckpointEvery <= 0 {
-		c.CheckpointEvery = 200 * time.Millisecond
+		c.CheckpointEvery = 5 * time.Second
 	}
 	if c.UserCache <= 0 {
 		c.UserCache = 200_000
@@ -74,6 +77,7 @@ type Fanout struct {
 	m      *metrics
 	shards []*shard
 	marks  *watermarks
+	convs  *conversation.Store // groups' metadata
 	live   liveReceipts
 	// stopped: the shards' channels are closed (no more flush requests);
 	// flushMu orders a request's queueing before the close.
@@ -89,6 +93,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, h *streams.Handles, 
 	cfg = cfg.withDefaults()
 	f := &Fanout{cfg: cfg, nc: nc, js: js, h: h, log: log.With(zap.String("component", "fanout")), m: newMetrics(reg)}
 	f.marks = newWatermarks(js, h.Watermarks)
+	f.convs = conversation.NewStore(nc, h, f.log)
 	for i := 0; i < cfg.Shards; i++ {
 		f.shards = append(f.shards, &shard{f: f, in: make(chan write, cfg.ShardQueue),
 			users: newUserCache(cfg.UserCache / cfg.Shards), inbox: newInboxCache(cfg.InboxCache/cfg.Shards + 16)})

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"messenger/services/conversation"
 	"messenger/services/event"
 )
 
@@ -25,15 +24,14 @@ func (f *Fanout) groupMeta(ctx context.Context, mc *metaCache, conv string, seq 
 	if meta := mc.m[conv]; meta != nil && meta.Applied >= seq {
 		return meta, nil
 	}
-	store := conversation.NewStore(f.nc, f.h, f.log)
-	stored, err := store.Read(ctx, conv)
+	stored, err := f.convs.Read(ctx, conv)
 	if err != nil {
 		return nil, err
 	}
 	if stored.Meta == nil {
 		stored.Meta = &event.Meta{}
 	}
-	if stored, err = store.CatchUp(ctx, conv, stored, seq); err != nil {
+	if stored, err = f.convs.CatchUp(ctx, conv, stored, seq); err != nil {
 		return nil, err
 	}
 	if len(mc.m) >= mc.max {

@@ -23,9 +23,11 @@ import (
 type Config struct {
 	// BatchSize bounds the events of one insert. Default 5000.
 	BatchSize int
-	// BatchWait bounds how long a batch waits to fill. Default 1s: every
+	// BatchWait bounds how long a batch waits to fill. Default 5s: every
 	// insert makes a ClickHouse part, so fewer, larger inserts cost it far
-	// less CPU (history pages do not wait for the projection).
+	// less CPU (a quarter at 1,000 msg/s against 1s, docs/BENCHMARKS.md);
+	// history pages do not wait for the projection (they read what
+	// ClickHouse lacks from the stream).
 	BatchWait time.Duration
 	// MaxTries is how many times an event ClickHouse rejects is tried on its
 	// own before it becomes a dead letter. Default 5.
@@ -39,7 +41,7 @@ func (c Config) withDefaults() Config {
 		c.BatchSize = 5000
 	}
 	if c.BatchWait <= 0 {
-		c.BatchWait = time.Second
+		c.BatchWait = 5 * time.Second
 	}
 	if c.MaxTries <= 0 {
 		c.MaxTries = 5
