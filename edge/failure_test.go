@@ -144,12 +144,16 @@ func TestUnknownCursorIsExpired(t *testing.T) {
 // A sync frame replays what came after the cursor, then says synced.
 func TestSyncReplaysThenSynced(t *testing.T) {
 	p := platformtest.Start(t, platformtest.Options{})
-	rita, _ := dial(t, p, "rita", []int{0}, dialOpts{})
+	rita, rrec := dial(t, p, "rita", []int{0}, dialOpts{})
 	start := rita.Hello().Cursor
 	sam, _ := dial(t, p, "sam", []int{0}, dialOpts{})
 	for i := 0; i < 3; i++ {
 		send(t, sam, "rita", "", fmt.Sprint(i))
 	}
+	// All three in rita's queue before the next connection starts from now
+	// (an ack comes before the queue write: one written later would reach
+	// that connection live as well as through the sync).
+	rrec.waitMsgs(t, 3)
 	r, _, _ := dialRaw(t, p.WS(0)+"/v1/ws", bearer(p.Token("rita")))
 	r.waitFrame(t, "hello", 0)
 	n := r.count()

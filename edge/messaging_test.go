@@ -343,3 +343,27 @@ func TestReceiptBurstCoalescesWatermarkWrites(t *testing.T) {
 		t.Fatalf("%d receipts made %d watermark writes: want at least 1 and at most %d", n, writes, n/2)
 	}
 }
+
+// A catch-up's frames go out in a few socket writes, not one each.
+func TestCatchUpFramesShareSocketWrites(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edge: fastSends})
+	sam, srec := dial(t, p, "sam", []int{0}, dialOpts{})
+	const n = 200
+	for i := 0; i < n; i++ {
+		send(t, sam, "rita", "", fmt.Sprint(i))
+	}
+	srec.waitMsgs(t, n) // sam's own copies: its connection is quiet from here
+	before := p.Edges[0].Counter("messenger_edge_socket_writes_total")
+	_, rrec := dial(t, p, "rita", []int{0}, dialOpts{cursor: "0"})
+	ms := rrec.waitMsgs(t, n)
+	for i, m := range ms {
+		if m.Seq != int64(i+1) || m.Text != fmt.Sprint(i) {
+			t.Fatalf("position %d: seq %d text %q", i, m.Seq, m.Text)
+		}
+	}
+	writes := p.Edges[0].Counter("messenger_edge_socket_writes_total") - before
+	t.Logf("%d frames, %v socket writes", n+1, writes)
+	if writes == 0 || writes > n/4 {
+		t.Fatalf("%d frames of a catch-up took %v socket writes: want at least 1 and at most %d", n+1, writes, n/4)
+	}
+}

@@ -13,6 +13,7 @@ type metrics struct {
 	gaps         prometheus.Counter
 	conflicts    prometheus.Counter
 	onlineProbes prometheus.Counter
+	socketWrites prometheus.Counter
 
 	historyPages     *prometheus.CounterVec
 	historyLatency   prometheus.Histogram
@@ -39,6 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		replays:      prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_replays_total", Help: "Catch-ups from a queue position (connects with a cursor, syncs, gap refills)."}),
 		gaps:         prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_live_gaps_total", Help: "Live announcements that showed a missed one."}),
 		onlineProbes: prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_online_probes_total", Help: "NATS requests asking whether a recipient on another edge is online (the rest answered from this edge or a recent answer)."}),
+		socketWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_socket_writes_total", Help: "System-call writes of WebSocket text frames (several frames ready together for one connection make one)."}),
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_edge_seq_conflicts_total", Help: "Sends that lost the race for a conversation seq and were retried."}),
 		historyPages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "messenger_edge_history_pages_total", Help: "History pages served, by source (recent cache or store).",
@@ -63,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.presenceDelivered, m.typingDelivered)
-		reg.MustRegister(m.connections, m.connects, m.sends, m.ackLatency, m.delivered, m.slowClosed, m.replays, m.gaps, m.conflicts, m.onlineProbes,
+		reg.MustRegister(m.connections, m.connects, m.sends, m.ackLatency, m.delivered, m.slowClosed, m.replays, m.gaps, m.conflicts, m.onlineProbes, m.socketWrites,
 			m.historyPages, m.historyLatency, m.projectionErrors, m.listLatency)
 	}
 	return m

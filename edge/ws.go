@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -45,6 +46,11 @@ func (x *sessionSlot) Range(f func(string, any) bool) {
 // would pass before then). The read goroutine parks with about 1 KiB in use
 // and keeps a 2 KiB stack, if it starts with 2 KiB: cmd/messenger turns off
 // the runtime's larger initial stacks (measured: BenchmarkIdleConnection).
+//
+// Frames for one connection that are ready together (a catch-up's batch, an
+// ack and the messages held back behind it) go out in one write: write
+// queues them and schedules one flush on the connection's task queue (gws
+// runs a connection's tasks one at a time, pings and pongs included).
 type wsSink struct {
 	c        *gws.Conn
 	s        *session
@@ -52,10 +58,76 @@ type wsSink struct {
 	armMu    sync.Mutex
 	deadline atomic.Int64 // unix nanos of the read deadline
 	closeMu  sync.Once
+
+	pendMu   sync.Mutex
+	pending  []pendingFrame
+	flushing bool // a flush is scheduled and has not taken pending yet
+	// rawMu orders the close frame after a raw write of several frames
+	// (gws's own lock covers only its writes).
+	rawMu sync.Mutex
+}
+
+type pendingFrame struct {
+	b    []byte
+	done func()
 }
 
 func (w *wsSink) write(frame []byte, done func()) {
-	w.c.WriteAsync(gws.OpcodeText, frame, func(error) { done() })
+	w.pendMu.Lock()
+	w.pending = append(w.pending, pendingFrame{frame, done})
+	schedule := !w.flushing
+	w.flushing = true
+	w.pendMu.Unlock()
+	if schedule {
+		w.c.Async(w.flush)
+	}
+}
+
+// flush writes every frame queued so far: one alone through gws, several
+// encoded into one buffer and written with one system call (server frames
+// are unmasked and, without permessage-deflate, uncompressed).
+func (w *wsSink) flush() {
+	w.pendMu.Lock()
+	batch := w.pending
+	w.pending, w.flushing = nil, false
+	w.pendMu.Unlock()
+	if len(batch) == 1 {
+		_ = w.c.WriteMessage(gws.OpcodeText, batch[0].b)
+	} else if len(batch) > 1 {
+		n := 0
+		for _, f := range batch {
+			n += len(f.b) + 10
+		}
+		buf := make([]byte, 0, n)
+		for _, f := range batch {
+			buf = appendTextFrame(buf, f.b)
+		}
+		w.rawMu.Lock()
+		_, _ = w.c.NetConn().Write(buf)
+		w.rawMu.Unlock()
+	}
+	if w.s != nil && len(batch) > 0 {
+		w.s.e.m.socketWrites.Inc()
+	}
+	for _, f := range batch {
+		f.done()
+	}
+}
+
+// appendTextFrame appends payload as one final, unmasked text frame
+// (RFC 6455 section 5.2).
+func appendTextFrame(b, payload []byte) []byte {
+	b = append(b, 0x81)
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xFFFF:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
 }
 
 func (w *wsSink) ping() { w.c.WriteAsync(gws.OpcodePing, nil, nil) }
@@ -64,6 +136,8 @@ func (w *wsSink) close(code uint16, reason string) {
 	w.closeMu.Do(func() {
 		// A reader that stalls must not hold this goroutine for ever.
 		_ = w.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		w.rawMu.Lock() // not inside a raw write (which the deadline ends)
+		defer w.rawMu.Unlock()
 		_ = w.c.WriteClose(code, []byte(reason))
 		_ = w.c.NetConn().Close()
 	})
