@@ -83,7 +83,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "server ping interval on idle connections")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 60*time.Second, "close a connection silent for this long")
 	fs.IntVar(&c.FanoutShards, "fanout-shards", 64, "queue-writer goroutines of the fan-out")
-	fs.DurationVar(&c.FanoutFlush, "fanout-flush", 5*time.Second, "how often the fan-out stores changed conversation summaries and its checkpoints (changes within it make one write; a list read stores its user's at once)")
+	fs.DurationVar(&c.FanoutFlush, "fanout-flush", 5*time.Second, "how often the fan-out stores changed conversation summaries and watermarks, then its checkpoints (changes within it make one write; a list or conversation read has them stored at once)")
 	fs.IntVar(&c.ProjectorBatch, "projector-batch", 5000, "most events of one ClickHouse insert per conversation stream")
 	fs.DurationVar(&c.ProjectorWait, "projector-wait", 5*time.Second, "how long the projector gathers events for one insert (each insert makes a ClickHouse part: longer costs ClickHouse less; history pages do not wait for it)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
