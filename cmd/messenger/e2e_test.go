@@ -256,11 +256,19 @@ func TestSIGKILLAfterAcksLosesNothing(t *testing.T) {
 	p, args, addr, cursor := startAllWithBob(t)
 	tok := token(t, "alice")
 	const n = 300
+	var conv string
 	for i := 0; i < n; i++ {
 		code, ack, err := postMessage(addr, tok, fmt.Sprintf("k%d", i), "bob", fmt.Sprintf("kill-%d", i))
 		if err != nil || code != 200 {
 			t.Fatalf("send %d: %d %v %v", i, code, ack, err)
 		}
+		conv, _ = ack["conv"].(string)
+	}
+	// Bob's read receipt is stored; its watermark is then only in the
+	// fan-out's memory (stored at the next checkpoint, every 5 s) when the
+	// process dies: the restarted fan-out replays the receipt.
+	if code, err := apiJSON("POST", addr, "/v1/receipts", token(t, "bob"), map[string]any{"conv": conv, "seq": n, "status": "read"}, nil); err != nil || code != 200 {
+		t.Fatalf("receipt: %d %v", code, err)
 	}
 	p.kill(t)
 	start(t, args...)
@@ -274,6 +282,46 @@ func TestSIGKILLAfterAcksLosesNothing(t *testing.T) {
 			t.Fatalf("message %d: %+v", i, m)
 		}
 	}
+	platformtest.Eventually(t, platformtest.Patience, func() error {
+		var v struct {
+			Members []struct {
+				User    string `json:"user"`
+				ReadSeq int64  `json:"read_seq"`
+			} `json:"members"`
+		}
+		if code, err := apiJSON("GET", addr, "/v1/conversations/"+conv, tok, nil, &v); err != nil || code != 200 {
+			return fmt.Errorf("GET conversation: %d %v", code, err)
+		}
+		for _, m := range v.Members {
+			if m.User == "bob" && m.ReadSeq == n {
+				return nil
+			}
+		}
+		return fmt.Errorf("bob's read watermark after the restart: %+v, want %d", v.Members, n)
+	})
+}
+
+// apiJSON sends body (when not nil) as JSON and decodes the answer into out
+// (when not nil).
+func apiJSON(method, addr, path, tok string, body, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+addr+path, rd)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return resp.StatusCode, err
+		}
+	}
+	return resp.StatusCode, nil
 }
 
 // Roles as separate processes: NATS, two edges, one fan-out. An edge is
