@@ -106,7 +106,7 @@ func (w *wsSink) flush() {
 		_, _ = w.c.NetConn().Write(buf)
 		w.rawMu.Unlock()
 	}
-	if w.s != nil && len(batch) > 0 {
+	if len(batch) > 0 {
 		w.s.e.m.socketWrites.Inc()
 	}
 	for _, f := range batch {

@@ -126,42 +126,25 @@ func (s *shard) readSummary(ctx context.Context, user, conv string) (*event.Summ
 // together. A write that finds another copy stored (another fan-out, or a
 // summary made without a read) merges it in and writes again.
 func (s *shard) flushInbox(ctx context.Context, user string) {
-	f := s.f
-	type pending struct {
-		k   inboxKey
-		e   *inboxEntry
-		fut jetstream.PubAckFuture
-	}
-	var sent []pending
-	var retry []pending
+	var keys []inboxKey
+	var entries []*inboxEntry
+	var ws []casWrite
 	for k, e := range s.inbox.dirty {
 		if user != "" && k.user != user {
 			continue
 		}
 		delete(s.inbox.dirty, k)
-		fut, err := f.js.PublishMsgAsync(s.summaryMsg(k, e), jetstream.WithExpectLastSequencePerSubject(e.subjSeq))
-		if err != nil {
-			retry = append(retry, pending{k: k, e: e})
+		keys, entries = append(keys, k), append(entries, e)
+		ws = append(ws, casWrite{s.summaryMsg(k, e), e.subjSeq})
+	}
+	for i, seq := range publishTogether(s.f.js, ws) {
+		e := entries[i]
+		if seq == 0 {
+			s.storeSummary(ctx, keys[i], e)
 			continue
 		}
-		sent = append(sent, pending{k, e, fut})
-	}
-	timeout := time.NewTimer(5 * time.Second)
-	defer timeout.Stop()
-	for _, p := range sent {
-		select {
-		case ack := <-p.fut.Ok():
-			p.e.subjSeq, p.e.dirty = ack.Sequence, false
-			f.m.summaries.Inc()
-		case <-p.fut.Err():
-			retry = append(retry, p)
-		case <-timeout.C:
-			retry = append(retry, p)
-			timeout.Reset(0)
-		}
-	}
-	for _, p := range retry {
-		s.storeSummary(ctx, p.k, p.e)
+		e.subjSeq, e.dirty = seq, false
+		s.f.m.summaries.Inc()
 	}
 }
 

@@ -141,52 +141,25 @@ func (w *watermarks) apply(ctx context.Context, src uint64, r event.Receipt) (st
 func (w *watermarks) flush(ctx context.Context) bool {
 	w.flushing.Lock()
 	defer w.flushing.Unlock()
-	type pending struct {
-		key string
-		k   *knownMark
-		val event.Watermark
-		fut jetstream.PubAckFuture
-	}
+	var keys []string
+	var marks []*knownMark
+	var ws []casWrite
 	w.mu.Lock()
-	sent := make([]pending, 0, len(w.dirty))
 	for key, k := range w.dirty {
-		sent = append(sent, pending{key: key, k: k, val: k.w})
+		keys, marks = append(keys, key), append(marks, k)
+		ws = append(ws, casWrite{w.msg(key, k.w), k.rev})
 	}
 	clear(w.dirty)
 	w.mu.Unlock()
-	var retry []pending
-	for i := range sent {
-		p := &sent[i]
-		fut, err := w.js.PublishMsgAsync(w.msg(p.key, p.val), jetstream.WithExpectLastSequencePerSubject(p.k.rev))
-		if err != nil {
-			retry = append(retry, *p)
-			continue
-		}
-		p.fut = fut
-	}
-	timeout := time.NewTimer(5 * time.Second)
-	defer timeout.Stop()
-	for _, p := range sent {
-		if p.fut == nil {
-			continue
-		}
-		select {
-		case ack := <-p.fut.Ok():
-			w.mu.Lock()
-			p.k.rev = ack.Sequence
-			w.mu.Unlock()
-		case <-p.fut.Err():
-			retry = append(retry, p)
-		case <-timeout.C:
-			retry = append(retry, p)
-			timeout.Reset(0)
-		}
-	}
 	ok := true
-	for _, p := range retry {
-		if !w.store(ctx, p.key, p.k) {
-			ok = false
+	for i, seq := range publishTogether(w.js, ws) {
+		if seq == 0 {
+			ok = w.store(ctx, keys[i], marks[i]) && ok
+			continue
 		}
+		w.mu.Lock()
+		marks[i].rev = seq
+		w.mu.Unlock()
 	}
 	return ok
 }
