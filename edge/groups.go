@@ -120,8 +120,6 @@ func (e *Edge) AddMember(ctx context.Context, actor, conv, user string) *Error {
 	if !validID(user) {
 		return errf(proto.CodeBadRequest, "user is not a valid user id")
 	}
-	var title string
-	var members []string
 	return e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
 		switch {
 		case !m.IsAdmin(actor):
@@ -131,12 +129,13 @@ func (e *Edge) AddMember(ctx context.Context, actor, conv, user string) *Error {
 		case len(m.Members) >= e.cfg.MaxGroup:
 			return errf(proto.CodeConflict, "the group is full (%d members)", e.cfg.MaxGroup)
 		}
-		title, members = m.Title, append(slices.Clone(m.Members), user)
 		return nil
 	}, func(ev *event.Msg) {
-		// The new member never saw group_created: the event carries the
-		// group's title and members (an extension; clients ignore it).
-		ev.Kind, ev.User, ev.Title, ev.Members = event.KindMemberAdded, user, title, members
+		// Only who joined: the new member reads the group's title and
+		// members with GET /v1/conversations/{conv} (and its list has
+		// them); copying them into every add made each add as big as the
+		// group, stored once per member.
+		ev.Kind, ev.User = event.KindMemberAdded, user
 	})
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"messenger/infra/platformtest"
 )
 
@@ -277,5 +279,83 @@ func TestGroupReceipts(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("%+v", v)
+	})
+}
+
+// Attack stopped: "every membership event carries the whole member list:
+// one create of 255 members, a remove and a re-add grew the streams by
+// 18 MB". A remove and an add store only who changed: the conversation
+// stream grows by two small events and the queues by one small entry per
+// member, not by the group per member. Every member's view is still right,
+// the re-added member's conversation list too.
+func TestMembershipEventsDoNotCopyTheGroup(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edge: edgeConfig(func(c *edgeCfg) {
+		c.SendRate, c.SendBurst, c.HistoryRate, c.HistoryBurst = 1e4, 1e4, 1e4, 1e4
+	})})
+	var others []string
+	for i := 1; i < 255; i++ {
+		others = append(others, fmt.Sprintf("member-%03d", i))
+	}
+	code, g := createGroup(t, p, "member-000", "big", "big", others)
+	if code != 201 || len(g.Members) != 255 {
+		t.Fatalf("create: %d, %d members", code, len(g.Members))
+	}
+	_, h := p.Handles()
+	size := func(ss []jetstream.Stream) (bytes, msgs uint64) {
+		for _, s := range ss {
+			info, err := s.Info(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			bytes, msgs = bytes+info.State.Bytes, msgs+info.State.Msgs
+		}
+		return bytes, msgs
+	}
+	queued := func(n int) { // the fan-out wrote n queue entries
+		platformtest.WaitCount(t, "queue entries", n, func() int { _, m := size(h.Queue); return int(m) })
+	}
+	queued(255)
+	convBefore, _ := size(h.Conv)
+	queueBefore, _ := size(h.Queue)
+	url := p.HTTP(0) + "/v1/conversations/" + g.Conv
+	var v groupView
+	if code := api(t, "DELETE", url+"/members/member-200", p.Token("member-000"), nil, &v); code != 200 || len(v.Members) != 254 {
+		t.Fatalf("remove: %d, %d members", code, len(v.Members))
+	}
+	if code := api(t, "POST", url+"/members", p.Token("member-000"), map[string]string{"user": "member-200"}, &v); code != 200 || len(v.Members) != 255 {
+		t.Fatalf("add back: %d, %d members", code, len(v.Members))
+	}
+	queued(3 * 255) // the removed member gets its own removal
+	convAfter, _ := size(h.Conv)
+	queueAfter, _ := size(h.Queue)
+	convGrew, queueGrew := convAfter-convBefore, queueAfter-queueBefore
+	t.Logf("remove and re-add in a group of 255: conversation stream +%d B, queues +%d B (%d B per entry)", convGrew, queueGrew, queueGrew/510)
+	// A copy of the member list is about 3.3 KB here: one in an event
+	// would pass these bounds only without it.
+	if convGrew > 2000 || queueGrew > 510*1000 {
+		t.Fatalf("remove and re-add grew the conversation stream by %d B and the queues by %d B", convGrew, queueGrew)
+	}
+	// Every member's view.
+	for _, u := range []string{"member-000", "member-001", "member-200", "member-254"} {
+		var v groupView
+		if code := api(t, "GET", url, p.Token(u), nil, &v); code != 200 || len(v.Members) != 255 || v.Title != "big" || v.roles()["member-000"] != "admin" || v.roles()["member-200"] != "member" {
+			t.Fatalf("%s's view: %d %d members %+v", u, code, len(v.Members), v.roles()["member-000"])
+		}
+		want := int64(1)
+		if u == "member-200" {
+			want = 3
+		}
+		if v.JoinedSeq != want {
+			t.Fatalf("%s's joined_seq %d, want %d", u, v.JoinedSeq, want)
+		}
+	}
+	// The re-added member's list has the whole group, from the add alone.
+	platformtest.Eventually(t, platformtest.Patience, func() error {
+		var l convList
+		api(t, "GET", p.HTTP(0)+"/v1/conversations", p.Token("member-200"), nil, &l)
+		if len(l.Conversations) != 1 || len(l.Conversations[0].Members) != 255 || l.Conversations[0].Title != "big" {
+			return fmt.Errorf("member-200's list: %+v", l.Conversations)
+		}
+		return nil
 	})
 }

@@ -109,44 +109,90 @@ func (e *Edge) presenceOf(ctx context.Context, users []string) (map[string]event
 	return out, nil
 }
 
-// contacts is the set of users sharing a conversation with user (from its
-// conversation summaries).
-func (e *Edge) contacts(ctx context.Context, user string) (map[string]bool, error) {
-	sums, err := e.summaries(ctx, user)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	for _, s := range sums {
-		for _, m := range s.Members {
-			out[m] = true
-		}
-	}
-	return out, nil
-}
-
-// maxDirectChecks bounds the bucket reads one watch list may cost.
-const maxDirectChecks = 100
-
-// presenceView answers the presence of users for viewer: the state as told
-// to watchers for those it shares a conversation with, offline without
-// last_seen for the others, and online for itself.
-func (e *Edge) presenceView(ctx context.Context, viewer string, users []string) ([]event.Presence, map[string]bool, error) {
-	visible, err := e.contacts(ctx, viewer)
+// visibleTo is the set of users whose presence viewer may see, as its
+// conversation summaries tell it (PROTOCOL.md section 7): those who have
+// sent a text in a conversation both are members of now. The summaries
+// themselves are returned by conversation.
+func (e *Edge) visibleTo(ctx context.Context, viewer string) (map[string]bool, map[string]*event.Summary, error) {
+	sums, err := e.summaries(ctx, viewer)
 	if err != nil {
 		return nil, nil, err
 	}
-	// The summaries are written within a checkpoint interval: a direct
-	// conversation started just now is found from its stream instead.
+	visible, byConv := map[string]bool{}, make(map[string]*event.Summary, len(sums))
+	for i := range sums {
+		s := &sums[i]
+		byConv[s.Conv] = s
+		for _, u := range s.Visible(viewer) {
+			visible[u] = true
+		}
+	}
+	return visible, byConv, nil
+}
+
+// maxDirectChecks bounds the stream reads one watch list may cost.
+const maxDirectChecks = 100
+
+// maxDirectScan bounds the events one check reads: the fan-out is behind a
+// conversation by a few events at most (more only for summaries stored
+// before they recorded writers).
+const maxDirectScan = 512
+
+// wroteTo tells whether u has sent a text in its direct conversation with
+// viewer after what viewer's summary of it (sum, nil when none is stored)
+// folded: the summaries are stored at the fan-out's checkpoints and after
+// its reader, so a conversation started a moment ago is read from its
+// stream.
+func (e *Edge) wroteTo(ctx context.Context, viewer, u string, sum *event.Summary) (bool, error) {
+	conv := event.DirectConv(viewer, u)
+	stream := streams.ConvStream(e.h.Layout.ConvPartition(conv))
+	subject := e.h.Layout.ConvEvents(conv)
+	var after uint64
+	if sum != nil {
+		after = sum.Src
+	}
+	for read := 0; read < maxDirectScan; {
+		msgs, more, err := streams.ReadAfter(ctx, e.nc, stream, subject, after, 64)
+		if err != nil {
+			return false, err
+		}
+		for _, m := range msgs {
+			after = m.Seq
+			var h struct {
+				From string `json:"from"`
+				Kind string `json:"kind"`
+			}
+			if json.Unmarshal(m.Data, &h) == nil && h.From == u && h.Kind == event.KindText {
+				return true, nil
+			}
+		}
+		read += len(msgs)
+		if !more || len(msgs) == 0 {
+			break
+		}
+	}
+	return false, nil
+}
+
+// presenceView answers the presence of users for viewer: the state as told
+// to watchers for those visible to it (visibleTo, and a direct
+// conversation's writes the summaries do not have yet), offline without
+// last_seen for the others, and online for itself.
+func (e *Edge) presenceView(ctx context.Context, viewer string, users []string) ([]event.Presence, map[string]bool, error) {
+	visible, byConv, err := e.visibleTo(ctx, viewer)
+	if err != nil {
+		return nil, nil, err
+	}
 	checked := 0
 	for _, u := range users {
 		if visible[u] || u == viewer || checked >= maxDirectChecks {
 			continue
 		}
 		checked++
-		if m, _, err := e.convs.Meta(ctx, event.DirectConv(viewer, u)); err == nil && m != nil {
-			visible[u] = true
+		wrote, err := e.wroteTo(ctx, viewer, u, byConv[event.DirectConv(viewer, u)])
+		if err != nil {
+			return nil, nil, err
 		}
+		visible[u] = wrote
 	}
 	var asked []string
 	for _, u := range users {

@@ -30,12 +30,17 @@ func presencePlatform(t *testing.T, edges int) *platformtest.Platform {
 	})
 }
 
-// befriend makes a and b share a conversation, and waits until both lists show it.
+// befriend makes a and b share a conversation in which both have written
+// (so each sees the other's presence, PROTOCOL.md section 7), and waits
+// until both lists show it.
 func befriend(t *testing.T, p *platformtest.Platform, a, b string) {
 	t.Helper()
 	var ack map[string]any
 	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token(a), map[string]any{"id": "hi-" + b, "to": b, "text": "hi"}, &ack); code != 200 {
 		t.Fatalf("befriend: %d %v", code, ack)
+	}
+	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token(b), map[string]any{"id": "re-" + a, "to": a, "text": "hello"}, &ack); code != 200 {
+		t.Fatalf("befriend: answer: %d %v", code, ack)
 	}
 	for _, u := range []string{a, b} {
 		platformtest.Eventually(t, platformtest.Patience, func() error {
@@ -297,6 +302,14 @@ func TestConnectCostGrowsWithWatchersNotContacts(t *testing.T) {
 			t.Fatalf("%d %v", code, ack)
 		}
 	}
+	// The star answers the fans that will watch it: only users who wrote
+	// in a shared conversation are visible (PROTOCOL.md section 7).
+	for i := 0; i < 20; i++ {
+		var ack map[string]any
+		if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token(star), map[string]any{"id": fmt.Sprintf("re%03d", i), "to": fmt.Sprintf("fan%03d", i), "text": "hi"}, &ack); code != 200 {
+			t.Fatalf("%d %v", code, ack)
+		}
+	}
 	platformtest.WaitCount(t, "conversations in the star's list", 200, func() int {
 		var l convList
 		api(t, "GET", p.HTTP(0)+"/v1/conversations?limit=200", p.Token(star), nil, &l)
@@ -339,5 +352,138 @@ func TestConnectCostGrowsWithWatchersNotContacts(t *testing.T) {
 	}
 	if watched > alone+40 || told != 20 {
 		t.Fatalf("20 watchers: %d messages (%d without), %d told", watched, alone, told)
+	}
+}
+
+type presenceItem struct {
+	User     string `json:"user"`
+	Status   string `json:"status"`
+	LastSeen int64  `json:"last_seen"`
+}
+
+// pullPresence is GET /v1/presence for viewer, by user.
+func pullPresence(t *testing.T, p *platformtest.Platform, viewer string, users ...string) map[string]presenceItem {
+	t.Helper()
+	var pr struct {
+		Users []presenceItem `json:"users"`
+	}
+	if code := api(t, "GET", p.HTTP(0)+"/v1/presence?users="+strings.Join(users, ","), p.Token(viewer), nil, &pr); code != 200 {
+		t.Fatalf("presence pull: %d", code)
+	}
+	out := map[string]presenceItem{}
+	for _, it := range pr.Users {
+		out[it.User] = it
+	}
+	return out
+}
+
+// waitVisible waits until viewer's pull shows user with status.
+func waitVisible(t *testing.T, p *platformtest.Platform, viewer, user, status string) {
+	t.Helper()
+	platformtest.Eventually(t, platformtest.Patience, func() error {
+		if got := pullPresence(t, p, viewer, user)[user]; got.Status != status {
+			return fmt.Errorf("%s sees %s %+v, want %s", viewer, user, got, status)
+		}
+		return nil
+	})
+}
+
+// Attack stopped: "presence is shown to anyone who writes to you". Writing
+// to someone grants nothing until they answer (PROTOCOL.md section 7): in
+// the pull, in the watch answer and in later changes; the one who was
+// written to sees the writer at once.
+func TestPresenceOnlyFromThoseWhoWrote(t *testing.T) {
+	p := presencePlatform(t, 1)
+	befriend(t, p, "carol", "bob")
+	b, _ := dial(t, p, "bob", []int{0}, dialOpts{})
+	c, crec := dial(t, p, "carol", []int{0}, dialOpts{})
+	_ = c.Watch([]string{"bob"})
+	waitVisible(t, p, "carol", "bob", "online") // bob is online as watchers are told it
+
+	// alice writes to bob; bob never answers.
+	var ack map[string]any
+	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token("alice"), map[string]any{"id": "m1", "to": "bob", "text": "hi"}, &ack); code != 200 {
+		t.Fatalf("send: %d %v", code, ack)
+	}
+	// bob sees alice at once, before the fan-out stores his summary: she
+	// wrote to him (offline with no last_seen: she never connected).
+	if got := pullPresence(t, p, "bob", "alice")["alice"]; got.Status != "offline" || got.LastSeen != 0 {
+		t.Fatalf("bob sees alice %+v", got)
+	}
+	a, arec := dial(t, p, "alice", []int{0}, dialOpts{})
+	waitVisible(t, p, "bob", "alice", "online")
+	if got := pullPresence(t, p, "alice", "bob")["bob"]; got.Status != "offline" || got.LastSeen != 0 {
+		t.Fatalf("alice wrote to bob, who never answered: she sees him %+v, want offline without last_seen", got)
+	}
+	if err := a.Watch([]string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := arec.waitPresence(t, "bob", 1); s.Status != "offline" || s.LastSeen != 0 {
+		t.Fatalf("watch answer: %+v", s)
+	}
+	// bob's changes reach carol, not alice.
+	_ = b.Close()
+	if off := crec.waitPresence(t, "bob", 3); off.Status != "offline" || off.LastSeen == 0 {
+		t.Fatalf("carol: %+v", off)
+	}
+	dial(t, p, "bob", []int{0}, dialOpts{})
+	crec.waitPresence(t, "bob", 4)
+	time.Sleep(300 * time.Millisecond) // the same publish reached alice's watch, if it follows bob
+	if evs := arec.presences("bob"); len(evs) != 1 {
+		t.Fatalf("alice was told bob's changes: %+v", evs)
+	}
+	// bob answers: alice sees him at once.
+	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token("bob"), map[string]any{"id": "r1", "to": "alice", "text": "hello"}, &ack); code != 200 {
+		t.Fatalf("answer: %d %v", code, ack)
+	}
+	if got := pullPresence(t, p, "alice", "bob")["bob"]; got.Status != "online" {
+		t.Fatalf("after bob answered alice sees him %+v", got)
+	}
+	// A new watch list follows him.
+	_ = a.Watch([]string{"bob"})
+	if s := arec.waitPresence(t, "bob", 2); s.Status != "online" {
+		t.Fatalf("watch answer after the answer: %+v", s)
+	}
+}
+
+// Attack stopped: "presence is shown to anyone who puts you in a group". A
+// group's creator who never wrote there is not visible to the members it
+// added; a member who wrote is visible to the others until it is removed.
+func TestPresenceInGroupsOnlyFromWriters(t *testing.T) {
+	p := presencePlatform(t, 1)
+	var g groupView
+	if code := api(t, "POST", p.HTTP(0)+"/v1/conversations", p.Token("ann"), map[string]any{"title": "t", "members": []string{"ben", "cid"}}, &g); code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	dial(t, p, "ann", []int{0}, dialOpts{})
+	dial(t, p, "cid", []int{0}, dialOpts{})
+	var ack map[string]any
+	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token("cid"), map[string]any{"id": "m1", "conv": g.Conv, "text": "hi all"}, &ack); code != 200 {
+		t.Fatalf("send: %d %v", code, ack)
+	}
+	// cid wrote: ben sees it online. ann connected first and never wrote.
+	waitVisible(t, p, "ben", "cid", "online")
+	if got := pullPresence(t, p, "ben", "ann")["ann"]; got.Status != "offline" || got.LastSeen != 0 {
+		t.Fatalf("ben sees the creator who never wrote: %+v", got)
+	}
+	ben, brec := dial(t, p, "ben", []int{0}, dialOpts{})
+	_ = ben.Watch([]string{"ann", "cid"})
+	if s := brec.waitPresence(t, "ann", 1); s.Status != "offline" || s.LastSeen != 0 {
+		t.Fatalf("watch answer about ann: %+v", s)
+	}
+	if s := brec.waitPresence(t, "cid", 1); s.Status != "online" {
+		t.Fatalf("watch answer about cid: %+v", s)
+	}
+	// cid removed: visibility through the group ends.
+	if code := api(t, "DELETE", p.HTTP(0)+"/v1/conversations/"+g.Conv+"/members/cid", p.Token("ann"), nil, &g); code != 200 {
+		t.Fatalf("remove: %d", code)
+	}
+	waitVisible(t, p, "ben", "cid", "offline")
+	if got := pullPresence(t, p, "ben", "cid")["cid"]; got.LastSeen != 0 {
+		t.Fatalf("after the removal: %+v", got)
+	}
+	// cid still sees nobody of the group: ann never wrote, ben neither.
+	if got := pullPresence(t, p, "cid", "ann")["ann"]; got.Status != "offline" || got.LastSeen != 0 {
+		t.Fatalf("cid sees ann %+v", got)
 	}
 }

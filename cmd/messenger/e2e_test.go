@@ -589,6 +589,10 @@ func TestPresenceEdgeProcessKilled(t *testing.T) {
 	if code, ack, err := postMessage(a, token(t, "wes"), "p1", "uma", "hello"); err != nil || code != 200 {
 		t.Fatalf("%d %v %v", code, ack, err)
 	}
+	// uma answers: only users who wrote in a shared conversation are visible.
+	if code, ack, err := postMessage(a, token(t, "uma"), "p2", "wes", "hi"); err != nil || code != 200 {
+		t.Fatalf("%d %v %v", code, ack, err)
+	}
 	var mu sync.Mutex
 	var events []client.Event
 	tok := token(t, "wes")

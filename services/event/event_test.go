@@ -60,10 +60,10 @@ func TestSummaryMergeKeepsBothCopies(t *testing.T) {
 	// a: events 1-3 (2 and 3 from the peer); b: 1-5 with a read up to 2.
 	var a, b event.Summary
 	for _, m := range []*event.Msg{msg(1, "me"), msg(2, "p"), msg(3, "p")} {
-		a.ApplyMsg("me", m, []byte(`{}`))
+		a.ApplyMsg("me", m, []byte(`{}`), 0, nil)
 	}
 	for _, m := range []*event.Msg{msg(1, "me"), msg(2, "p"), msg(3, "p"), msg(4, "me"), msg(5, "p")} {
-		b.ApplyMsg("me", m, []byte(`{}`))
+		b.ApplyMsg("me", m, []byte(`{}`), 0, nil)
 	}
 	b.ApplyReceipt(2, event.StatusRead)
 	a.Merge(&b)
@@ -76,7 +76,7 @@ func TestSummaryMergeKeepsBothCopies(t *testing.T) {
 	// Merging the older copy into the newer one gives the same.
 	var c event.Summary
 	for _, m := range []*event.Msg{msg(1, "me"), msg(2, "p"), msg(3, "p")} {
-		c.ApplyMsg("me", m, []byte(`{}`))
+		c.ApplyMsg("me", m, []byte(`{}`), 0, nil)
 	}
 	b.Merge(&c)
 	if b.LastSeq != 5 || b.Unread != 2 {

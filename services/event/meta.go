@@ -58,6 +58,21 @@ func (m *Meta) JoinedSeq(user string) uint64 {
 	return 1
 }
 
+// MembersAt is the group's members just after the event at seq, in joining
+// order (from the roster, so right for any seq the fold has applied).
+func (m *Meta) MembersAt(seq uint64) []string {
+	if m.Kind != ConvGroup {
+		return slices.Clone(m.Members)
+	}
+	var out []string
+	for _, s := range m.Roster {
+		if s.Joined <= seq && (s.Left == 0 || seq < s.Left) && !slices.Contains(out, s.User) {
+			out = append(out, s.User)
+		}
+	}
+	return out
+}
+
 // Recipients are the users an event at seq of the given kind goes to: the
 // members at that seq, and for a removal also the removed user, who gets
 // its own member_removed event.
@@ -90,6 +105,9 @@ func (m *Meta) Fold(ev *Msg, streamSeq uint64) {
 			m.Roster = append(m.Roster, Stint{User: u, Joined: ev.Seq, Admin: u == ev.From})
 		}
 	case KindMemberAdded:
+		// Only User counts: an event stored before 2026-12-05 also carries
+		// the group's title and members as they were, which the roster
+		// already has.
 		if m.Current(ev.User) == nil {
 			m.Roster = append(m.Roster, Stint{User: ev.User, Joined: ev.Seq})
 		}

@@ -335,7 +335,7 @@ func (f *Fanout) dispatch(ctx context.Context, mc *metaCache, p int, seq uint64,
 	case subjects.ConvPrefix:
 		f.m.events.WithLabelValues(event.TypeMsg).Inc()
 		w.msg = new(event.Msg)
-		recipients, err = f.msgRecipients(ctx, mc, data, w.msg)
+		recipients, w.group, err = f.msgRecipients(ctx, mc, data, w.msg)
 	case subjects.ReceiptPrefix:
 		f.m.events.WithLabelValues(event.TypeReceipt).Inc()
 		w.rcpt = new(receiptDoc)
@@ -359,19 +359,20 @@ func (f *Fanout) dispatch(ctx context.Context, mc *metaCache, p int, seq uint64,
 
 // msgRecipients: for a direct message its two members; for a group event
 // the members as of its seq (and a removed member gets its own removal).
-// The event is decoded into m, once for all its recipients.
-func (f *Fanout) msgRecipients(ctx context.Context, mc *metaCache, data []byte, m *event.Msg) ([]string, error) {
+// The event is decoded into m, once for all its recipients; a group's
+// metadata, folded at least up to the event, is returned with them.
+func (f *Fanout) msgRecipients(ctx context.Context, mc *metaCache, data []byte, m *event.Msg) ([]string, *event.Meta, error) {
 	if err := json.Unmarshal(data, m); err != nil {
-		return nil, fmt.Errorf("decode msg: %w", err)
+		return nil, nil, fmt.Errorf("decode msg: %w", err)
 	}
 	if m.To != "" {
-		return []string{m.From, m.To}, nil
+		return []string{m.From, m.To}, nil, nil
 	}
 	meta, err := f.groupMeta(ctx, mc, m.Conv, m.Seq)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return meta.Recipients(m.Seq, m.Kind, m.User), nil
+	return meta.Recipients(m.Seq, m.Kind, m.User), meta, nil
 }
 
 func (f *Fanout) shardOf(user string) *shard {

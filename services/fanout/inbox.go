@@ -58,7 +58,7 @@ func (s *shard) applyInbox(ctx context.Context, w write) {
 	}
 	changed := false
 	if w.msg != nil {
-		changed = e.s.ApplyMsg(w.user, w.msg, w.doc)
+		changed = e.s.ApplyMsg(w.user, w.msg, w.doc, w.src, w.group)
 	} else {
 		changed = e.s.ApplyReceipt(w.rcpt.Seq, w.rcpt.Status)
 	}

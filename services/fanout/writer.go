@@ -22,9 +22,12 @@ type write struct {
 	// exactly one of msg and rcpt is set (rcpt holds what doc says).
 	msg  *event.Msg
 	rcpt *receiptDoc
-	part int    // conversation stream it comes from
-	src  uint64 // its sequence there
-	fl   *floor
+	// group is a group event's metadata, folded at least up to it (never
+	// modified: shared read-only too); nil for a direct message.
+	group *event.Meta
+	part  int    // conversation stream it comes from
+	src   uint64 // its sequence there
+	fl    *floor
 }
 
 // queuePos is what a shard knows of a user's queue: the last sequence and
