@@ -27,8 +27,9 @@ type Config struct {
 	PingInterval time.Duration
 	IdleTimeout  time.Duration
 	// AllowedOrigins lists the Origin values a browser WebSocket may come
-	// from; "*" allows any. Requests with no Origin (non-browser clients) and
-	// same-host origins are always allowed.
+	// (and POST /v1/dev/token be called from); "*" allows any. Requests with
+	// no Origin (non-browser clients) are always allowed, same-host origins
+	// when the host is localhost or an IP address (not DNS rebinding).
 	AllowedOrigins []string
 	// PublishTimeout bounds a store in JetStream before a send is answered
 	// unavailable. Default 5s.

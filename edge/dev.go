@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"mime"
 	"net/http"
 	"time"
 
@@ -21,6 +22,19 @@ func (e *Edge) getDev(w http.ResponseWriter, _ *http.Request) {
 func (e *Edge) postDevToken(w http.ResponseWriter, r *http.Request) {
 	if e.devSigner == nil {
 		writeError(w, errf(proto.CodeNotFound, "development sign-in is off (start with --dev)"))
+		return
+	}
+	// A page on another origin must not sign its visitor in (login CSRF)
+	// nor read a token: a browser sends a cross-origin "simple" POST
+	// (text/plain, no preflight) without asking, so the Origin is checked,
+	// and only application/json is taken, which a cross-origin page cannot
+	// send without a CORS preflight this edge never answers.
+	if !e.originAllowed(r) {
+		writeError(w, errf(proto.CodeForbidden, "origin not allowed"))
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		writeError(w, errf(proto.CodeBadRequest, "Content-Type must be application/json"))
 		return
 	}
 	var req struct {

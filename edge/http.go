@@ -45,7 +45,14 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, user string)
 
 func (e *Edge) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		user, _, err := e.verifier.Verify(auth.FromRequest(r))
+		// The query-string token is for GET /v1/ws only (PROTOCOL.md
+		// section 1): a URL ends up in logs, history and Referer headers.
+		tok := auth.FromHeader(r)
+		if tok == "" && auth.InQuery(r) {
+			writeError(w, errf(proto.CodeUnauthorized, "the access_token query parameter is accepted on GET /v1/ws only: send Authorization: Bearer"))
+			return
+		}
+		user, _, err := e.verifier.Verify(tok)
 		if err != nil {
 			writeError(w, errf(proto.CodeUnauthorized, "%v", err))
 			return

@@ -229,20 +229,6 @@ func (e *Edge) start(s *session, cursor string, hasCursor bool) {
 	s.mu.Unlock()
 }
 
-func (e *Edge) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	for _, o := range e.cfg.AllowedOrigins {
-		if o == "*" || o == origin {
-			return true
-		}
-	}
-	// Same host as the request: the edge's own web client.
-	return origin == "http://"+r.Host || origin == "https://"+r.Host
-}
-
 // wsHandler adapts gws events to sessions.
 type wsHandler struct{ e *Edge }
 

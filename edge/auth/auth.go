@@ -26,31 +26,35 @@ type Verifier struct {
 	alg    string
 	key    any
 	parser *jwt.Parser
+	policy policy
 }
 
 // NewHS256Verifier returns a Verifier that only accepts HS256 tokens signed
-// with secret. The secret is copied so later mutation by the caller cannot
-// change which tokens are accepted.
-func NewHS256Verifier(secret []byte) (*Verifier, error) {
+// with secret, under the rules of opts (aud, iss, lifetime). The secret is
+// copied so later mutation by the caller cannot change which tokens are
+// accepted.
+func NewHS256Verifier(secret []byte, opts ...Option) (*Verifier, error) {
 	if len(secret) < minSecretLen {
 		return nil, fmt.Errorf("auth: HS256 verifier: secret is %d bytes, need at least %d", len(secret), minSecretLen)
 	}
-	return newVerifier(jwt.SigningMethodHS256.Alg(), append([]byte(nil), secret...)), nil
+	return newVerifier(jwt.SigningMethodHS256.Alg(), append([]byte(nil), secret...), opts), nil
 }
 
 // NewEdDSAVerifier returns a Verifier that only accepts EdDSA tokens signed
-// by the private half of pub.
-func NewEdDSAVerifier(pub ed25519.PublicKey) (*Verifier, error) {
+// by the private half of pub, under the rules of opts.
+func NewEdDSAVerifier(pub ed25519.PublicKey, opts ...Option) (*Verifier, error) {
 	if len(pub) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("auth: EdDSA verifier: public key is %d bytes, want %d", len(pub), ed25519.PublicKeySize)
 	}
-	return newVerifier(jwt.SigningMethodEdDSA.Alg(), append(ed25519.PublicKey(nil), pub...)), nil
+	return newVerifier(jwt.SigningMethodEdDSA.Alg(), append(ed25519.PublicKey(nil), pub...), opts), nil
 }
 
-func newVerifier(alg string, key any) *Verifier {
+func newVerifier(alg string, key any, opts []Option) *Verifier {
+	p := newPolicy(opts)
 	return &Verifier{
-		alg: alg,
-		key: key,
+		alg:    alg,
+		key:    key,
+		policy: p,
 		// The parser is built once: it holds only configuration, and
 		// rebuilding it per call would allocate on the hot path.
 		parser: jwt.NewParser(
@@ -87,19 +91,22 @@ func (v *Verifier) Verify(token string) (user string, exp time.Time, err error) 
 	if token == "" {
 		return "", time.Time{}, fmt.Errorf("%w: missing token", ErrUnauthorized)
 	}
-	var claims jwt.RegisteredClaims
-	if _, err := v.parser.ParseWithClaims(token, &claims, v.keyFunc); err != nil {
+	var c claims
+	if _, err := v.parser.ParseWithClaims(token, &c, v.keyFunc); err != nil {
 		return "", time.Time{}, fmt.Errorf("%w: %s", ErrUnauthorized, reason(err))
 	}
 	// The parser enforces exp, but a nil check keeps this safe should the
 	// options ever change.
-	if claims.ExpiresAt == nil {
+	if c.Exp == nil {
 		return "", time.Time{}, fmt.Errorf("%w: missing exp", ErrUnauthorized)
 	}
-	if !proto.ValidID(claims.Subject) {
+	if err := v.policy.check(&c, time.Now()); err != nil {
+		return "", time.Time{}, err
+	}
+	if !proto.ValidID(c.Sub) {
 		return "", time.Time{}, fmt.Errorf("%w: invalid sub", ErrUnauthorized)
 	}
-	return claims.Subject, claims.ExpiresAt.Time, nil
+	return c.Sub, c.Exp.Time, nil
 }
 
 // reason turns a jwt error into a short, stable phrase. The library's own
@@ -107,6 +114,8 @@ func (v *Verifier) Verify(token string) (user string, exp time.Time, err error) 
 // are not passed through to clients.
 func reason(err error) string {
 	switch {
+	case errors.Is(err, errNotNumber):
+		return "exp, nbf and iat must be numbers"
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "malformed token"
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
@@ -133,23 +142,25 @@ func reason(err error) string {
 type Signer struct {
 	method jwt.SigningMethod
 	key    any
+	policy policy
 }
 
 // NewHS256Signer returns a Signer for HS256. The same minimum length as the
-// verifier applies, so a Signer never mints tokens no Verifier would accept.
-func NewHS256Signer(secret []byte) (*Signer, error) {
+// verifier applies, so a Signer never mints tokens no Verifier would accept;
+// given the Verifier's opts, it sets aud and iss and keeps to its lifetime.
+func NewHS256Signer(secret []byte, opts ...Option) (*Signer, error) {
 	if len(secret) < minSecretLen {
 		return nil, fmt.Errorf("auth: HS256 signer: secret is %d bytes, need at least %d", len(secret), minSecretLen)
 	}
-	return &Signer{method: jwt.SigningMethodHS256, key: append([]byte(nil), secret...)}, nil
+	return &Signer{method: jwt.SigningMethodHS256, key: append([]byte(nil), secret...), policy: newPolicy(opts)}, nil
 }
 
-// NewEdDSASigner returns a Signer for EdDSA.
-func NewEdDSASigner(priv ed25519.PrivateKey) (*Signer, error) {
+// NewEdDSASigner returns a Signer for EdDSA, under the rules of opts.
+func NewEdDSASigner(priv ed25519.PrivateKey, opts ...Option) (*Signer, error) {
 	if len(priv) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("auth: EdDSA signer: private key is %d bytes, want %d", len(priv), ed25519.PrivateKeySize)
 	}
-	return &Signer{method: jwt.SigningMethodEdDSA, key: append(ed25519.PrivateKey(nil), priv...)}, nil
+	return &Signer{method: jwt.SigningMethodEdDSA, key: append(ed25519.PrivateKey(nil), priv...), policy: newPolicy(opts)}, nil
 }
 
 // Token returns a token for user valid for ttl. It refuses inputs that Verify
@@ -161,13 +172,20 @@ func (s *Signer) Token(user string, ttl time.Duration) (string, error) {
 	if ttl <= 0 {
 		return "", fmt.Errorf("auth: sign token: ttl must be positive, got %v", ttl)
 	}
+	if ttl > s.policy.maxTTL {
+		return "", fmt.Errorf("auth: sign token: ttl %v is over the longest lifetime accepted, %v", ttl, s.policy.maxTTL)
+	}
 	// Whole seconds are what NumericDate encodes by default; truncating here
 	// keeps iat and exp consistent with each other.
 	now := time.Now().Truncate(time.Second)
 	claims := jwt.RegisteredClaims{
 		Subject:   user,
+		Issuer:    s.policy.issuer,
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}
+	if s.policy.audience != "" {
+		claims.Audience = jwt.ClaimStrings{s.policy.audience}
 	}
 	tok, err := jwt.NewWithClaims(s.method, claims).SignedString(s.key)
 	if err != nil {
@@ -176,20 +194,31 @@ func (s *Signer) Token(user string, ttl time.Duration) (string, error) {
 	return tok, nil
 }
 
-// FromRequest extracts the token: the Authorization: Bearer header wins; else
-// the access_token query parameter. Returns "" if none. The query fallback
-// exists for clients such as browser WebSockets that cannot set headers.
+// FromRequest extracts the token of a WebSocket upgrade (GET /v1/ws): the
+// Authorization: Bearer header wins; else the access_token query parameter.
+// Returns "" if none. The query fallback exists for browser WebSockets,
+// which cannot set headers; every other route uses FromHeader (PROTOCOL.md
+// section 1), since a URL ends up in proxy and access logs, browser history
+// and Referer headers.
 func FromRequest(r *http.Request) string {
+	if tok := FromHeader(r); tok != "" || r == nil || r.URL == nil {
+		return tok
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// FromHeader extracts the token of the Authorization: Bearer header, or "".
+func FromHeader(r *http.Request) string {
 	if r == nil {
 		return ""
 	}
-	if tok := bearer(r.Header.Get("Authorization")); tok != "" {
-		return tok
-	}
-	if r.URL == nil {
-		return ""
-	}
-	return r.URL.Query().Get("access_token")
+	return bearer(r.Header.Get("Authorization"))
+}
+
+// InQuery tells whether r carries a token in its query string, so that a
+// route that does not take it there can say so.
+func InQuery(r *http.Request) bool {
+	return r != nil && r.URL != nil && r.URL.Query().Has("access_token")
 }
 
 // bearer returns the credentials of a Bearer authorization value. The scheme
