@@ -48,12 +48,13 @@ func (e *Edge) postDevToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errf(proto.CodeBadRequest, "user must be 1-64 characters of [A-Za-z0-9_-]"))
 		return
 	}
-	tok, err := e.devSigner.Token(req.User, devTokenTTL)
+	ttl := min(devTokenTTL, e.devSigner.MaxTTL())
+	tok, err := e.devSigner.Token(req.User, ttl)
 	if err != nil {
 		writeError(w, errf(proto.CodeBadRequest, "%v", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "user": req.User, "expires_in": int(devTokenTTL.Seconds())})
+	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "user": req.User, "expires_in": int(ttl.Seconds())})
 }
 
 // webRoutes serves the web client and the development sign-in.

@@ -36,7 +36,11 @@ func admin(ctx context.Context, cmd string, cfg *config, drop bool) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, err := chinfra.Open(cctx, chinfra.Config{Addr: cfg.ClickHouse, Database: cfg.ClickHouseDB})
+	chc, err := chConfig(cfg, log)
+	if err != nil {
+		return err
+	}
+	conn, err := chinfra.Open(cctx, chc)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -11,7 +9,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -26,7 +23,6 @@ import (
 
 	"messenger/edge"
 	"messenger/edge/auth"
-	chinfra "messenger/infra/clickhouse"
 	"messenger/infra/natsserver"
 	"messenger/services/fanout"
 	"messenger/services/presence"
@@ -50,6 +46,10 @@ type app struct {
 	js       jetstream.JetStream
 	h        *streams.Handles
 	reg      prometheus.Registerer
+	// metricsLn serves metricsMux (/metrics) apart from the API when
+	// --metrics-listen is set; nil otherwise.
+	metricsLn  net.Listener
+	metricsMux *http.ServeMux
 }
 
 // runProjector projects into ClickHouse once it is connected.
@@ -98,7 +98,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	var verifier *auth.Verifier
 	var signer *auth.Signer
 	if cmd == "all" || cmd == "edge" {
-		if verifier, signer, err = keys(cfg, a.log); err != nil {
+		if verifier, signer, err = keys(cfg, true, os.Stdout, a.log); err != nil {
 			return fail(err)
 		}
 	}
@@ -190,7 +190,11 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	}
 	usesCH := cfg.ClickHouse != "" && (cmd == "all" || cmd == "edge" || cmd == "projector")
 	if usesCH {
-		a.ch = newCHLink(chinfra.Config{Addr: cfg.ClickHouse, Database: cfg.ClickHouseDB}, a.log)
+		chc, err := chConfig(cfg, a.log)
+		if err != nil {
+			return fail(err)
+		}
+		a.ch = newCHLink(chc, a.log)
 	}
 	if cmd == "projector" && !usesCH {
 		return fail(errors.New("the projector needs --clickhouse"))
@@ -219,7 +223,16 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	a.reg = reg
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	a.mux.HandleFunc("GET /readyz", a.readyz)
-	a.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if cfg.MetricsListen == "" {
+		a.mux.Handle("GET /metrics", metrics)
+	} else {
+		// Metrics (connection counts, queue depths, Go internals) stay off
+		// the public listener: only the metrics listener has them.
+		a.mux.HandleFunc("/metrics", http.NotFound)
+		a.metricsMux = http.NewServeMux()
+		a.metricsMux.Handle("GET /metrics", metrics)
+	}
 	if cfg.Pprof {
 		a.mux.HandleFunc("/debug/pprof/", pprof.Index)
 		a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -232,6 +245,14 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		return fail(fmt.Errorf("listen %s: %w", cfg.HTTP, err))
 	}
 	a.ln = ln
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fail(fmt.Errorf("listen %s (--metrics-listen): %w", cfg.MetricsListen, err))
+		}
+		a.metricsLn = mln
+	}
 	return a, cleanup, nil
 }
 
@@ -269,6 +290,17 @@ func (a *app) run(ctx context.Context) error {
 		}
 		return nil
 	})
+	var msrv *http.Server
+	if a.metricsLn != nil {
+		msrv = &http.Server{Handler: a.metricsMux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := msrv.Serve(a.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics http: %w", err)
+			}
+			return nil
+		})
+		a.log.Info("metrics listening", zap.String("http", "http://"+a.metricsLn.Addr().String()+"/metrics"))
+	}
 	if a.edge != nil {
 		g.Go(func() error { return a.edge.Run(gctx) })
 	}
@@ -297,104 +329,13 @@ func (a *app) run(ctx context.Context) error {
 	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
+	if msrv != nil {
+		_ = msrv.Shutdown(sctx)
+	}
 	stopRoles()
 	err := g.Wait()
 	a.log.Info("stopped")
 	return err
-}
-
-// keys returns the token verifier and, when the key material allows, a signer.
-func keys(cfg *config, log *zap.Logger) (*auth.Verifier, *auth.Signer, error) {
-	if cfg.JWTPublicKey != "" {
-		pub, err := auth.LoadEd25519PublicKey(cfg.JWTPublicKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		v, err := auth.NewEdDSAVerifier(pub)
-		if err != nil {
-			return nil, nil, err
-		}
-		var s *auth.Signer
-		if cfg.JWTPrivateKey != "" {
-			priv, err := auth.LoadEd25519PrivateKey(cfg.JWTPrivateKey)
-			if err != nil {
-				return nil, nil, err
-			}
-			if s, err = auth.NewEdDSASigner(priv); err != nil {
-				return nil, nil, err
-			}
-		}
-		return v, s, nil
-	}
-	secret := cfg.JWTSecret
-	if secret == "" && cfg.Dev {
-		var err error
-		if secret, err = devSecret(cfg.Data); err != nil {
-			return nil, nil, err
-		}
-		if log != nil {
-			log.Warn("development mode: using the secret kept under --data", zap.String("jwt_secret", secret), zap.String("file", filepath.Join(cfg.Data, "dev-secret")))
-			fmt.Fprintf(os.Stderr, "development mode: JWT secret %s (kept in %s); web sign-in is on\n", secret, filepath.Join(cfg.Data, "dev-secret"))
-		}
-	}
-	if secret == "" {
-		return nil, nil, errors.New("no token key: give --jwt-secret (MESSENGER_JWT_SECRET) or --jwt-public-key, or --dev for a development secret")
-	}
-	v, err := auth.NewHS256Verifier([]byte(secret))
-	if err != nil {
-		return nil, nil, err
-	}
-	s, err := auth.NewHS256Signer([]byte(secret))
-	if err != nil {
-		return nil, nil, err
-	}
-	return v, s, nil
-}
-
-// devSecret reads, or makes and keeps, the development secret under dir.
-func devSecret(dir string) (string, error) {
-	path := filepath.Join(dir, "dev-secret")
-	if b, err := os.ReadFile(path); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("dev secret: %w", err)
-	}
-	buf := make([]byte, 32)
-	_, _ = rand.Read(buf)
-	secret := hex.EncodeToString(buf)
-	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("dev secret: %w", err)
-	}
-	return secret, nil
-}
-
-func printToken(cfg *config, user string, ttl time.Duration) error {
-	if user == "" {
-		return errors.New("usage: messenger token <user> [--ttl 24h]")
-	}
-	s, err := signer(cfg)
-	if err != nil {
-		return err
-	}
-	tok, err := s.Token(user, ttl)
-	if err != nil {
-		return err
-	}
-	fmt.Println(tok)
-	return nil
-}
-
-// signer is the configured key that can mint tokens (token, chat).
-func signer(cfg *config) (*auth.Signer, error) {
-	_, s, err := keys(cfg, nil)
-	if err != nil {
-		return nil, err
-	}
-	if s == nil {
-		return nil, errors.New("minting EdDSA tokens needs --jwt-private-key")
-	}
-	return s, nil
 }
 
 // portFree tells whether addr can be listened on now.

@@ -32,7 +32,7 @@ func chat(cfg *config, user, to, url string, in io.Reader, out io.Writer) error 
 	print := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	c, err := client.Dial(ctx, client.Config{
 		URLs:          []string{url},
-		Token:         func() (string, error) { return signer.Token(user, 24*time.Hour) },
+		Token:         func() (string, error) { return signer.Token(user, min(24*time.Hour, signer.MaxTTL())) },
 		Device:        "cli",
 		Cursor:        strings.TrimSpace(string(saved)),
 		AutoDelivered: true,

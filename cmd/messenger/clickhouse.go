@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,4 +107,28 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// chPasswordEnv holds the ClickHouse password when no file is given. It is
+// not a flag: a flag's value shows in /proc/<pid>/cmdline.
+const chPasswordEnv = "MESSENGER_CLICKHOUSE_PASSWORD"
+
+// chConfig is the ClickHouse connection of cfg, the password read from
+// --clickhouse-password-file or MESSENGER_CLICKHOUSE_PASSWORD.
+func chConfig(cfg *config, log *zap.Logger) (chinfra.Config, error) {
+	c := chinfra.Config{Addr: cfg.ClickHouse, Database: cfg.ClickHouseDB, User: cfg.ClickHouseUser, TLS: cfg.ClickHouseTLS, CAFile: cfg.ClickHouseCA}
+	env, inEnv := os.LookupEnv(chPasswordEnv)
+	switch {
+	case cfg.ClickHousePasswordFile != "" && inEnv:
+		return c, fmt.Errorf("give --clickhouse-password-file or %s, not both", chPasswordEnv)
+	case cfg.ClickHousePasswordFile != "":
+		p, err := readSecretFile(cfg.ClickHousePasswordFile, "--clickhouse-password-file", log)
+		if err != nil {
+			return c, err
+		}
+		c.Password = p
+	default:
+		c.Password = env
+	}
+	return c, nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"messenger/edge/auth"
 	"messenger/infra/flagenv"
 )
 
@@ -53,8 +54,21 @@ type config struct {
 	Pprof           bool
 	MaxGroup        int
 	ReadBuffer      int
+	// Secrets, token rules, ClickHouse login, metrics listener (issue 12).
+	JWTSecretFile          string
+	JWTAudience            string
+	JWTIssuer              string
+	JWTMaxTTL              time.Duration
+	ClickHouseUser         string
+	ClickHousePasswordFile string
+	ClickHouseTLS          bool
+	ClickHouseCA           string
+	MetricsListen          string
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
+	// cmdline: flags given on the command line (visible to every user of
+	// the host in /proc/<pid>/cmdline).
+	cmdline map[string]bool
 }
 
 func (c *config) flags(fs *flag.FlagSet) {
@@ -99,6 +113,15 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ReadBuffer, "ws-read-buffer", 256, "read buffer of each WebSocket connection, bytes")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http (never expose publicly)")
 	fs.DurationVar(&c.TypingEvery, "typing-every", 2*time.Second, "at most one typing event per user and conversation per this interval")
+	fs.StringVar(&c.JWTSecretFile, "jwt-secret-file", "", "file holding the HS256 secret (instead of --jwt-secret, which other users of the host can read in /proc)")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, tokens must carry this aud (messenger token sets it)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, tokens must carry this iss (messenger token sets it)")
+	fs.DurationVar(&c.JWTMaxTTL, "jwt-max-ttl", auth.DefaultMaxTTL, "longest token lifetime accepted: exp at most this far from now and from iat")
+	fs.StringVar(&c.ClickHouseUser, "clickhouse-user", "default", "ClickHouse user")
+	fs.StringVar(&c.ClickHousePasswordFile, "clickhouse-password-file", "", "file holding the ClickHouse password (or the environment variable MESSENGER_CLICKHOUSE_PASSWORD; none: no password)")
+	fs.BoolVar(&c.ClickHouseTLS, "clickhouse-tls", false, "connect to ClickHouse over TLS (its secure native port, 9440 by default)")
+	fs.StringVar(&c.ClickHouseCA, "clickhouse-ca", "", "PEM file of the CA that signed ClickHouse's certificate (default: the system's; implies --clickhouse-tls)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve /metrics on this address of its own instead of --http (then --http answers 404 for /metrics)")
 }
 
 // parse reads args, then fills every flag not given from its environment
@@ -107,6 +130,8 @@ func parse(fs *flag.FlagSet, args []string, cfg *config) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cfg.cmdline = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { cfg.cmdline[f.Name] = true })
 	var err error
 	cfg.explicit, err = flagenv.Fill(fs, "MESSENGER")
 	return err

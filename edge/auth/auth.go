@@ -163,6 +163,9 @@ func NewEdDSASigner(priv ed25519.PrivateKey, opts ...Option) (*Signer, error) {
 	return &Signer{method: jwt.SigningMethodEdDSA, key: append(ed25519.PrivateKey(nil), priv...), policy: newPolicy(opts)}, nil
 }
 
+// MaxTTL is the longest ttl Token accepts.
+func (s *Signer) MaxTTL() time.Duration { return s.policy.maxTTL }
+
 // Token returns a token for user valid for ttl. It refuses inputs that Verify
 // would reject, so a bad token fails at issue time rather than at first use.
 func (s *Signer) Token(user string, ttl time.Duration) (string, error) {

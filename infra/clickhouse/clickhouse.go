@@ -9,6 +9,8 @@ package clickhouse
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -33,10 +35,18 @@ const (
 )
 
 // Config of the ClickHouse connection. Zero values: Addr "127.0.0.1:9000",
-// Database "messenger", DialTimeout 5s.
+// Database "messenger", DialTimeout 5s, user "default" with no password, no
+// TLS.
 type Config struct {
 	Addr, Database string
 	DialTimeout    time.Duration
+	// User and Password log in; an empty User is "default".
+	User, Password string
+	// TLS connects over TLS (ClickHouse's secure native port); CAFile, a
+	// PEM file, replaces the system's roots to check the server's
+	// certificate and implies TLS.
+	TLS    bool
+	CAFile string
 }
 
 func (c Config) withDefaults() Config {
@@ -49,7 +59,37 @@ func (c Config) withDefaults() Config {
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = defaultDialTimeout
 	}
+	if c.User == "" {
+		c.User = "default"
+	}
 	return c
+}
+
+// Options are the driver options of cfg on database ("" for the server's
+// default). It reads CAFile.
+func Options(cfg Config, database string) (*ch.Options, error) {
+	cfg = cfg.withDefaults()
+	o := &ch.Options{
+		Protocol:    ch.Native,
+		Addr:        []string{cfg.Addr},
+		Auth:        ch.Auth{Database: database, Username: cfg.User, Password: cfg.Password},
+		DialTimeout: cfg.DialTimeout,
+	}
+	if cfg.TLS || cfg.CAFile != "" {
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("clickhouse: CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("clickhouse: CA file %s: no PEM certificate in it", cfg.CAFile)
+			}
+			o.TLS.RootCAs = pool
+		}
+	}
+	return o, nil
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -82,12 +122,11 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 // dial opens a pool on database ("" for the server's default) and checks
 // that the server answers.
 func dial(ctx context.Context, cfg Config, database string) (driver.Conn, error) {
-	conn, err := ch.Open(&ch.Options{
-		Protocol:    ch.Native,
-		Addr:        []string{cfg.Addr},
-		Auth:        ch.Auth{Database: database},
-		DialTimeout: cfg.DialTimeout,
-	})
+	opts, err := Options(cfg, database)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := ch.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: open %s: %w", cfg.Addr, err)
 	}
