@@ -15,7 +15,9 @@ export MESSENGER_DATA="${MESSENGER_DATA:-./data}"
 export MESSENGER_HTTP="${MESSENGER_HTTP:-127.0.0.1:8080}"
 echo "messenger: starting (data in ${MESSENGER_DATA}, logs in ${MESSENGER_DATA}/messenger.log)"
 mkdir -p "$MESSENGER_DATA"
-bin/messenger all --dev "$@" >>"$MESSENGER_DATA/messenger.log" 2>&1 &
+# The log goes to the file; stdout (the development secret, printed once and never
+# logged) stays on the terminal.
+bin/messenger all --dev "$@" 2>>"$MESSENGER_DATA/messenger.log" &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"' INT TERM
 for _ in $(seq 1 120); do
