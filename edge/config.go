@@ -63,6 +63,9 @@ type Config struct {
 	MaxWatch int
 	// MaxGroup bounds a group's members. Default 256.
 	MaxGroup int
+	// MaxGroupsPerUser bounds the groups a user is a member of: a create or
+	// an add that would pass it is refused. Default 1000.
+	MaxGroupsPerUser int
 	// ReadBuffer is each WebSocket connection's read buffer in bytes, held
 	// for the connection's life. Larger frames are still read whole, in one
 	// more system call. Default 256: most client frames (a receipt, a send
@@ -94,6 +97,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxHistoryPage, 100)
 	def(&c.MaxWatch, 500)
 	def(&c.MaxGroup, 256)
+	def(&c.MaxGroupsPerUser, 1000)
 	def(&c.ReadBuffer, 256)
 	if c.PresenceHeartbeat <= 0 {
 		c.PresenceHeartbeat = 5 * time.Second

@@ -35,6 +35,8 @@ type Edge struct {
 	m        *metrics
 
 	convs *conversation.Cache
+	// groupsOf bounds the groups per user (groups.go).
+	groupsOf *conversation.Memberships
 	// onlineSeen: users other edges recently said they hold (online.go).
 	onlineSeen *onlineSeen
 	hub        *hub
@@ -108,6 +110,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	e.convs = convs
+	e.groupsOf = conversation.NewMemberships(h.UserGroups, cfg.MaxGroupsPerUser, e.isMember)
 	e.pager = &history.Pager{
 		Projection: d.Projection,
 		Stream:     &history.StreamStore{NC: nc, H: h},

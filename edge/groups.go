@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"slices"
 	"time"
 
 	"messenger/client/proto"
+	"messenger/services/conversation"
 	"messenger/services/event"
 )
 
@@ -61,6 +63,10 @@ func (e *Edge) CreateGroup(ctx context.Context, user string, r *CreateGroupReque
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
 	defer cancel()
 	conv := event.GroupConv(user, r.ID)
+	joined, cerr := e.joinGroups(ctx, conv, members)
+	if cerr != nil {
+		return nil, false, cerr
+	}
 	st := e.convs.Get(conv)
 	_, cerr = e.commit(ctx, st, conv, user+":"+r.ID, func(m *event.Meta) *Error {
 		if m != nil && m.Applied > 0 {
@@ -70,6 +76,7 @@ func (e *Edge) CreateGroup(ctx context.Context, user string, r *CreateGroupReque
 	}, func(ev *event.Msg) {
 		ev.From, ev.ID, ev.Kind, ev.Title, ev.Members = user, r.ID, event.KindGroupCreated, r.Title, members
 	})
+	e.undoJoin(conv, joined, cerr)
 	switch {
 	case cerr == errExists:
 	case cerr != nil:
@@ -120,7 +127,14 @@ func (e *Edge) AddMember(ctx context.Context, actor, conv, user string) *Error {
 	if !validID(user) {
 		return errf(proto.CodeBadRequest, "user is not a valid user id")
 	}
-	return e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
+	if !validID(conv) {
+		return errForbidden
+	}
+	joined, cerr := e.joinGroups(ctx, conv, []string{user})
+	if cerr != nil {
+		return cerr
+	}
+	cerr = e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
 		switch {
 		case !m.IsAdmin(actor):
 			return errf(proto.CodeForbidden, "only admins add members")
@@ -137,6 +151,8 @@ func (e *Edge) AddMember(ctx context.Context, actor, conv, user string) *Error {
 		// group, stored once per member.
 		ev.Kind, ev.User = event.KindMemberAdded, user
 	})
+	e.undoJoin(conv, joined, cerr)
+	return cerr
 }
 
 // RemoveMember removes user from a group: an admin removes anyone, a
@@ -145,7 +161,7 @@ func (e *Edge) RemoveMember(ctx context.Context, actor, conv, user string) *Erro
 	if !validID(user) {
 		return errf(proto.CodeBadRequest, "user is not a valid user id")
 	}
-	return e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
+	cerr := e.changeGroup(ctx, actor, conv, func(m *event.Meta) *Error {
 		switch {
 		case user != actor && !m.IsAdmin(actor):
 			return errf(proto.CodeForbidden, "only admins remove other members")
@@ -154,6 +170,47 @@ func (e *Edge) RemoveMember(ctx context.Context, actor, conv, user string) *Erro
 		}
 		return nil
 	}, func(ev *event.Msg) { ev.Kind, ev.User = event.KindMemberRemoved, user })
+	if cerr == nil {
+		e.groupsOf.Leave(context.WithoutCancel(ctx), conv, user)
+	}
+	return cerr
+}
+
+// joinGroups records conv among the groups of users before the event that
+// makes them members is stored: conflict when one is in as many groups as
+// allowed (--max-groups-per-user). It returns whom it recorded anew.
+func (e *Edge) joinGroups(ctx context.Context, conv string, users []string) ([]string, *Error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.PublishTimeout)
+	defer cancel()
+	added, err := e.groupsOf.Join(ctx, conv, users)
+	switch {
+	case errors.Is(err, conversation.ErrTooManyGroups):
+		return nil, errf(proto.CodeConflict, "a user may be in at most %d groups: %v", e.cfg.MaxGroupsPerUser, err)
+	case err != nil:
+		return nil, errUnavailable("group", err)
+	}
+	return added, nil
+}
+
+// undoJoin strikes conv out of the groups joinGroups recorded when the
+// event was refused. After unavailable it may have been stored: the record
+// stays (it counts against the users until their list is rechecked).
+func (e *Edge) undoJoin(conv string, joined []string, cerr *Error) {
+	if cerr != nil && cerr.Code != proto.CodeUnavailable && len(joined) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.PublishTimeout)
+		defer cancel()
+		e.groupsOf.Leave(ctx, conv, joined...)
+	}
+}
+
+// isMember tells whether user is a member of group conv now, for the
+// recheck of a list at the bound.
+func (e *Edge) isMember(ctx context.Context, conv, user string) (bool, error) {
+	m, _, err := e.convs.Meta(ctx, conv)
+	if err != nil {
+		return false, err
+	}
+	return m != nil && m.Has(user), nil
 }
 
 // Rename changes a group's title; admins only.

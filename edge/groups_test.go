@@ -359,3 +359,57 @@ func TestMembershipEventsDoNotCopyTheGroup(t *testing.T) {
 		return nil
 	})
 }
+
+// Attack stopped: "any user can put anyone in a group (103 spam groups in
+// one user's list)". A user is in at most --max-groups-per-user groups: a
+// create or an add past it is conflict and changes nothing; leaving one
+// makes room.
+func TestGroupsPerUserBounded(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{Edge: edgeConfig(func(c *edgeCfg) {
+		c.SendRate, c.SendBurst, c.HistoryRate, c.HistoryBurst, c.MaxGroupsPerUser = 1e4, 1e4, 1e4, 1e4, 3
+	})})
+	var convs []string
+	for i := 1; i <= 3; i++ {
+		code, g := createGroup(t, p, fmt.Sprintf("spam%d", i), "x", "spam", []string{"vic"})
+		if code != 201 {
+			t.Fatalf("group %d: %d", i, code)
+		}
+		convs = append(convs, g.Conv)
+	}
+	// A fourth group with vic in it: refused as a whole.
+	var e apiError
+	if code := api(t, "POST", p.HTTP(0)+"/v1/conversations", p.Token("spam4"), map[string]any{"id": "x", "title": "spam", "members": []string{"bystander", "vic"}}, &e); code != 409 || e.Error.Code != "conflict" {
+		t.Fatalf("fourth group: %d %+v", code, e)
+	}
+	// An add of vic to a group: refused.
+	code, g5 := createGroup(t, p, "spam5", "x", "spam", []string{"bystander"})
+	if code != 201 {
+		t.Fatalf("spam5's group: %d", code)
+	}
+	url := p.HTTP(0) + "/v1/conversations/"
+	if code := api(t, "POST", url+g5.Conv+"/members", p.Token("spam5"), map[string]string{"user": "vic"}, &e); code != 409 || e.Error.Code != "conflict" {
+		t.Fatalf("add past the bound: %d %+v", code, e)
+	}
+	var v groupView
+	if code := api(t, "GET", url+g5.Conv, p.Token("spam5"), nil, &v); code != 200 || len(v.Members) != 2 {
+		t.Fatalf("the refused add changed the group: %d %+v", code, v)
+	}
+	// The refused create made nothing: the same create is new once vic
+	// has room, and bystander counted it only once.
+	if code := api(t, "DELETE", url+convs[0]+"/members/vic", p.Token("vic"), nil, &v); code != 200 {
+		t.Fatalf("leave: %d", code)
+	}
+	if code, g := createGroup(t, p, "spam4", "x", "spam", []string{"bystander", "vic"}); code != 201 || len(g.Members) != 3 {
+		t.Fatalf("fourth group after vic left one: %d %+v", code, g)
+	}
+	if code := api(t, "POST", url+g5.Conv+"/members", p.Token("spam5"), map[string]string{"user": "vic"}, &e); code != 409 {
+		t.Fatalf("vic is in 3 groups again: %d", code)
+	}
+	// bystander is in 2 groups: one more fits, a second does not.
+	if code, _ := createGroup(t, p, "spam6", "x", "spam", []string{"bystander"}); code != 201 {
+		t.Fatalf("bystander's third group: %d", code)
+	}
+	if code, _ := createGroup(t, p, "spam7", "x", "spam", []string{"bystander"}); code != 409 {
+		t.Fatalf("bystander's fourth group: %d", code)
+	}
+}

@@ -50,6 +50,10 @@ const (
 	BucketPresence = "presence"
 	// BucketPush maps "<user>.<id>" to a device registered for push.
 	BucketPush = "push"
+	// BucketUserGroups maps a user to the groups it is a member of, written
+	// by the edges before a create or an add: what bounds the groups per
+	// user (conversation.Memberships).
+	BucketUserGroups = "user_groups"
 )
 
 // Config sets the shape of the streams. The zero value is valid: see the
@@ -204,6 +208,7 @@ func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 		{Bucket: BucketFanout, Description: "fan-out checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketPresence, Description: "presence as told to watchers, and last seen", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketPush, Description: "devices registered for push notifications", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketUserGroups, Description: "the groups each user is a member of", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }
 
@@ -276,6 +281,7 @@ type Handles struct {
 	Fanout     jetstream.KeyValue
 	Presence   jetstream.KeyValue
 	Push       jetstream.KeyValue
+	UserGroups jetstream.KeyValue
 }
 
 // ErrNotReady means the streams do not exist yet (nobody ran Ensure).
@@ -320,6 +326,9 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 	}
 	if h.Push, err = js.KeyValue(ctx, BucketPush); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketPush, err)
+	}
+	if h.UserGroups, err = js.KeyValue(ctx, BucketUserGroups); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketUserGroups, err)
 	}
 	return h, nil
 }

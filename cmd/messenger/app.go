@@ -212,7 +212,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 			MaxText: cfg.MaxText, MaxFrame: cfg.MaxFrame, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
 			QueueFrames: cfg.QueueFrames, PingInterval: cfg.PingInterval, IdleTimeout: cfg.IdleTimeout,
 			AllowedOrigins: cfg.origins(), HistoryRate: cfg.HistoryRate, HistoryBurst: cfg.HistoryBurst,
-			PresenceHeartbeat: cfg.EdgeHeartbeat, PresenceSync: cfg.PresenceSync, MaxWatch: cfg.MaxWatch, TypingEvery: cfg.TypingEvery, MaxGroup: cfg.MaxGroup, ReadBuffer: cfg.ReadBuffer,
+			PresenceHeartbeat: cfg.EdgeHeartbeat, PresenceSync: cfg.PresenceSync, MaxWatch: cfg.MaxWatch, TypingEvery: cfg.TypingEvery, MaxGroup: cfg.MaxGroup, MaxGroupsPerUser: cfg.MaxGroupsPerUser, ReadBuffer: cfg.ReadBuffer,
 		}, d)
 		if err != nil {
 			return fail(err)

@@ -64,6 +64,8 @@ type config struct {
 	ClickHouseTLS          bool
 	ClickHouseCA           string
 	MetricsListen          string
+
+	MaxGroupsPerUser int // --max-groups-per-user
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -110,6 +112,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PresenceSync, "presence-sync", 30*time.Second, "presence: how often an edge sends its full list of users")
 	fs.IntVar(&c.MaxWatch, "max-watch", 500, "largest watch list and presence pull")
 	fs.IntVar(&c.MaxGroup, "max-group", 256, "largest group")
+	fs.IntVar(&c.MaxGroupsPerUser, "max-groups-per-user", 1000, "most groups a user may be a member of")
 	fs.IntVar(&c.ReadBuffer, "ws-read-buffer", 256, "read buffer of each WebSocket connection, bytes")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on --http (never expose publicly)")
 	fs.DurationVar(&c.TypingEvery, "typing-every", 2*time.Second, "at most one typing event per user and conversation per this interval")

@@ -140,3 +140,49 @@ func TestStoreRebuildsAndWritesBackTheFold(t *testing.T) {
 		t.Fatalf("up to date: %+v, %v", same, err)
 	}
 }
+
+// The groups per user: a join past the bound changes nobody's list; a
+// group recorded for a user that is not a member (a crash between the
+// record and the event) is dropped when the list is found at the bound.
+func TestMembershipsBoundAndRecheck(t *testing.T) {
+	_, _, h := setup(t)
+	ctx := t.Context()
+	notIn := map[string]bool{}
+	ms := conversation.NewMemberships(h.UserGroups, 2, func(_ context.Context, conv, user string) (bool, error) {
+		return !notIn[conv+"/"+user], nil
+	})
+	ms.RecheckEvery = 0
+	count := func(u string) int {
+		n, err := ms.Count(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if added, err := ms.Join(ctx, "g1", []string{"a", "b"}); err != nil || len(added) != 2 {
+		t.Fatalf("join g1: %v %v", added, err)
+	}
+	if added, err := ms.Join(ctx, "g1", []string{"a"}); err != nil || len(added) != 0 {
+		t.Fatalf("join g1 again: %v %v", added, err)
+	}
+	if _, err := ms.Join(ctx, "g2", []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms.Join(ctx, "g3", []string{"b", "a"}); !errors.Is(err, conversation.ErrTooManyGroups) {
+		t.Fatalf("past the bound: %v", err)
+	}
+	if count("a") != 2 || count("b") != 1 {
+		t.Fatalf("a refused join changed the lists: a %d b %d", count("a"), count("b"))
+	}
+	notIn["g1/a"] = true // recorded, never stored
+	if _, err := ms.Join(ctx, "g3", []string{"b", "a"}); err != nil {
+		t.Fatalf("after the recheck: %v", err)
+	}
+	if count("a") != 2 || count("b") != 2 {
+		t.Fatalf("a %d b %d", count("a"), count("b"))
+	}
+	ms.Leave(ctx, "g3", "a", "b")
+	if count("a") != 1 || count("b") != 1 {
+		t.Fatalf("after leave: a %d b %d", count("a"), count("b"))
+	}
+}
