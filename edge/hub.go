@@ -186,7 +186,7 @@ func (h *hub) remove(s *session) {
 		}
 	}
 	h.releaseLocked(sh, s.user, ue)
-	h.setWatch(s, nil)
+	h.e.unwatch(s)
 }
 
 // users lists every user with a session here.
@@ -347,7 +347,8 @@ func (h *hub) liveOnly(user string, doc []byte) {
 // sequence and the recent-history cache).
 func (h *hub) stored(user string, l event.Live) {
 	h.wakeWaiters(user)
-	if hd, err := event.DecodeHead(l.Doc); err == nil && hd.Type == event.TypeMsg {
+	hd, err := event.DecodeHead(l.Doc)
+	if err == nil && hd.Type == event.TypeMsg {
 		// The cache serves docs and a later page anchors on its own rows,
 		// so a stream sequence of 0 (not a text message) is fine.
 		h.e.noteEvent(hd.Conv, hd.Seq, l.Src, l.Doc)
@@ -357,6 +358,7 @@ func (h *hub) stored(user string, l event.Live) {
 	}
 	for _, s := range h.sessionsOf(user) {
 		s.offer(l.Seq, l.Prev, l.Doc)
+		h.e.visibilityMayChange(s, &hd)
 	}
 }
 

@@ -5,14 +5,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
 
 	"messenger/client/proto"
 	"messenger/services/event"
@@ -268,30 +271,153 @@ func (e *Edge) getPresence(w http.ResponseWriter, r *http.Request, user string) 
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 }
 
+// watchState is a session's watch list as the client asked it, and which
+// of those users it may see now (PROTOCOL.md section 7): the edge follows
+// the changes of those only. Visibility changes while the list stands (a
+// watched user writes to the watcher for the first time, a member is
+// removed from a group): a delivered event that may change it makes the
+// edge work the list out again (rewatch).
+type watchState struct {
+	mu      sync.Mutex
+	gen     uint64          // which watch list: a newer one wins over a rewatch of an older
+	asked   []string        // the list as asked
+	visible map[string]bool // of asked, whom the session may see now
+	// run: 0 no rewatch running, 1 one running, 2 and one more after it.
+	run atomic.Int32
+}
+
 // watch replaces the session's watch list and answers with a snapshot.
 func (e *Edge) watch(s *session, users []string) *Error {
 	if cerr := e.validUsers(users); cerr != nil {
 		return cerr
 	}
+	s.watch.mu.Lock()
+	s.watch.gen++
+	gen := s.watch.gen
+	s.watch.asked = slices.Clone(users)
+	s.watch.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	view, visible, err := e.presenceView(ctx, s.user, users)
 	if err != nil {
 		return errUnavailable("watch", err)
 	}
-	var follow []string
-	for _, u := range users {
-		if visible[u] && u != s.user {
-			follow = append(follow, u)
-		}
+	if !e.follow(s, gen, users, visible) {
+		return nil // a newer list replaced this one meanwhile
 	}
-	e.hub.setWatch(s, follow)
 	for _, p := range view {
 		b, _ := json.Marshal(p)
 		s.send(b)
 		e.m.presenceDelivered.Inc()
 	}
 	return nil
+}
+
+// follow makes the edge follow, for s, the users of its list gen that are
+// visible; false when a newer list replaced gen meanwhile.
+func (e *Edge) follow(s *session, gen uint64, users []string, visible map[string]bool) bool {
+	s.watch.mu.Lock()
+	defer s.watch.mu.Unlock()
+	if gen != s.watch.gen {
+		return false
+	}
+	var follow []string
+	s.watch.visible = map[string]bool{}
+	for _, u := range users {
+		if visible[u] && u != s.user {
+			follow = append(follow, u)
+			s.watch.visible[u] = true
+		}
+	}
+	e.hub.setWatch(s, follow)
+	return true
+}
+
+// unwatch drops s's watch list for good (s is gone): a rewatch running
+// now follows nobody for it.
+func (e *Edge) unwatch(s *session) {
+	s.watch.mu.Lock()
+	defer s.watch.mu.Unlock()
+	s.watch.gen++
+	s.watch.asked, s.watch.visible = nil, nil
+	e.hub.setWatch(s, nil)
+}
+
+// visibilityMayChange is told of each stored event delivered live to s:
+// a text from a watched user s may not see yet, or the removal of a user
+// s sees (or of s itself) from a group, makes the edge work out its watch
+// list again.
+func (e *Edge) visibilityMayChange(s *session, hd *event.Head) {
+	if hd.Type != event.TypeMsg || (hd.Kind != event.KindText && hd.Kind != event.KindMemberRemoved) {
+		return
+	}
+	s.watch.mu.Lock()
+	var again bool
+	if hd.Kind == event.KindText {
+		again = hd.From != s.user && !s.watch.visible[hd.From] && slices.Contains(s.watch.asked, hd.From)
+	} else {
+		again = s.watch.visible[hd.User] || (hd.User == s.user && len(s.watch.visible) > 0)
+	}
+	s.watch.mu.Unlock()
+	if again {
+		e.rewatchSoon(s)
+	}
+}
+
+// rewatchSoon runs rewatch for s in the background: one at a time per
+// session, and once more after the running one when asked meanwhile.
+func (e *Edge) rewatchSoon(s *session) {
+	for {
+		st := s.watch.run.Load()
+		if st == 2 {
+			return
+		}
+		if s.watch.run.CompareAndSwap(st, st+1) {
+			if st == 0 {
+				go e.rewatchLoop(s)
+			}
+			return
+		}
+	}
+}
+
+func (e *Edge) rewatchLoop(s *session) {
+	for {
+		e.rewatch(s)
+		if s.watch.run.CompareAndSwap(1, 0) {
+			return
+		}
+		s.watch.run.Store(1)
+	}
+}
+
+// rewatch works out again whom of its watch list s may see: a user that
+// became visible is told with its state and followed, one that no longer
+// is is told offline without last_seen and no longer followed.
+func (e *Edge) rewatch(s *session) {
+	if s.isClosed() {
+		return
+	}
+	s.watch.mu.Lock()
+	gen, users, before := s.watch.gen, slices.Clone(s.watch.asked), maps.Clone(s.watch.visible)
+	s.watch.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	view, visible, err := e.presenceView(ctx, s.user, users)
+	if err != nil {
+		e.log.Warn("presence visibility", zap.String("user", s.user), zap.Error(err))
+		return
+	}
+	if !e.follow(s, gen, users, visible) {
+		return
+	}
+	for _, p := range view {
+		if p.User != s.user && before[p.User] != visible[p.User] {
+			b, _ := json.Marshal(p)
+			s.send(b)
+			e.m.presenceDelivered.Inc()
+		}
+	}
 }
 
 // typingLimiter allows one typing event per user and conversation per interval.

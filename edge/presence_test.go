@@ -426,23 +426,29 @@ func TestPresenceOnlyFromThoseWhoWrote(t *testing.T) {
 	if off := crec.waitPresence(t, "bob", 3); off.Status != "offline" || off.LastSeen == 0 {
 		t.Fatalf("carol: %+v", off)
 	}
-	dial(t, p, "bob", []int{0}, dialOpts{})
+	b2, _ := dial(t, p, "bob", []int{0}, dialOpts{})
+	bobs := []*client.Client{b2}
 	crec.waitPresence(t, "bob", 4)
 	time.Sleep(300 * time.Millisecond) // the same publish reached alice's watch, if it follows bob
 	if evs := arec.presences("bob"); len(evs) != 1 {
 		t.Fatalf("alice was told bob's changes: %+v", evs)
 	}
-	// bob answers: alice sees him at once.
+	// bob answers: alice sees him at once, and her watch list, unchanged,
+	// now follows him.
 	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token("bob"), map[string]any{"id": "r1", "to": "alice", "text": "hello"}, &ack); code != 200 {
 		t.Fatalf("answer: %d %v", code, ack)
 	}
 	if got := pullPresence(t, p, "alice", "bob")["bob"]; got.Status != "online" {
 		t.Fatalf("after bob answered alice sees him %+v", got)
 	}
-	// A new watch list follows him.
-	_ = a.Watch([]string{"bob"})
 	if s := arec.waitPresence(t, "bob", 2); s.Status != "online" {
-		t.Fatalf("watch answer after the answer: %+v", s)
+		t.Fatalf("alice's watch after bob answered: %+v", s)
+	}
+	for _, bc := range bobs {
+		_ = bc.Close()
+	}
+	if s := arec.waitPresence(t, "bob", 3); s.Status != "offline" || s.LastSeen == 0 {
+		t.Fatalf("alice's watch told %+v", s)
 	}
 }
 
@@ -456,7 +462,7 @@ func TestPresenceInGroupsOnlyFromWriters(t *testing.T) {
 		t.Fatalf("create: %d", code)
 	}
 	dial(t, p, "ann", []int{0}, dialOpts{})
-	dial(t, p, "cid", []int{0}, dialOpts{})
+	cidConn, _ := dial(t, p, "cid", []int{0}, dialOpts{})
 	var ack map[string]any
 	if code := api(t, "POST", p.HTTP(0)+"/v1/messages", p.Token("cid"), map[string]any{"id": "m1", "conv": g.Conv, "text": "hi all"}, &ack); code != 200 {
 		t.Fatalf("send: %d %v", code, ack)
@@ -474,13 +480,26 @@ func TestPresenceInGroupsOnlyFromWriters(t *testing.T) {
 	if s := brec.waitPresence(t, "cid", 1); s.Status != "online" {
 		t.Fatalf("watch answer about cid: %+v", s)
 	}
-	// cid removed: visibility through the group ends.
+	// cid removed: visibility through the group ends, for the pull and
+	// for ben's watch list (told offline without last_seen, then nothing).
 	if code := api(t, "DELETE", p.HTTP(0)+"/v1/conversations/"+g.Conv+"/members/cid", p.Token("ann"), nil, &g); code != 200 {
 		t.Fatalf("remove: %d", code)
 	}
-	waitVisible(t, p, "ben", "cid", "offline")
-	if got := pullPresence(t, p, "ben", "cid")["cid"]; got.LastSeen != 0 {
+	if s := brec.waitPresence(t, "cid", 2); s.Status != "offline" || s.LastSeen != 0 {
+		t.Fatalf("ben's watch after the removal: %+v", s)
+	}
+	if got := pullPresence(t, p, "ben", "cid")["cid"]; got.Status != "offline" || got.LastSeen != 0 {
 		t.Fatalf("after the removal: %+v", got)
+	}
+	befriend(t, p, "dee", "cid")
+	d, drec := dial(t, p, "dee", []int{0}, dialOpts{})
+	_ = d.Watch([]string{"cid"})
+	drec.waitPresence(t, "cid", 1)
+	_ = cidConn.Close()
+	drec.waitPresence(t, "cid", 2) // dee is told cid left
+	time.Sleep(300 * time.Millisecond)
+	if evs := brec.presences("cid"); len(evs) != 2 {
+		t.Fatalf("ben was told cid's changes after the removal: %+v", evs)
 	}
 	// cid still sees nobody of the group: ann never wrote, ben neither.
 	if got := pullPresence(t, p, "cid", "ann")["ann"]; got.Status != "offline" || got.LastSeen != 0 {

@@ -46,6 +46,7 @@ type session struct {
 	syncReply bool   // send `synced` when the running catch-up ends
 	closed    bool
 	watching  []string   // users whose presence changes it gets (guarded by hub.watchMu)
+	watch     watchState // what it asked to watch, and whom it may see (presence.go)
 	sending   int        // sends of this connection awaiting their ack
 	held      []heldItem // announcements held back while sending > 0
 	heldOver  bool       // more were held back than kept: catch up after the acks

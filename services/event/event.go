@@ -81,6 +81,10 @@ type Head struct {
 	// on group events).
 	From string `json:"from"`
 	To   string `json:"to"`
+	// Kind and User (msg events): what an edge needs to notice that a
+	// watcher's presence visibility may have changed.
+	Kind string `json:"kind"`
+	User string `json:"user"`
 }
 
 // DirectConv returns the conversation id of the direct conversation between
