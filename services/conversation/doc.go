@@ -10,13 +10,17 @@
 // lagging) and the fan-out (when it finds the copy lagging) both write
 // through it.
 //
+// Memberships keeps per user the groups it is in (KV user_groups), written
+// by the edges before a create or an add so that a user's groups stay
+// within a bound; a record never lags the events (it may only be ahead).
+//
 // Cache keeps per conversation the last seq, its stream sequence, its ts
 // and the metadata as of it (ADR 0001). Commit publishes event seq+1 with
 // the expected last subject sequence and a Nats-Msg-Id, reads the last
 // event again and retries when another writer stored one first, and
 // answers a duplicate with the original event.
 //
-// Concurrency: Store and Cache are safe for concurrent use. A State's
+// Concurrency: Store, Memberships and Cache are safe for concurrent use. A State's
 // fields are guarded by its lock, held across a commit's publish so that
 // one process never races itself for a seq; hints learnt from
 // announcements are recorded under a second lock, so they never wait for
