@@ -36,7 +36,8 @@ type Config struct {
 	PublishTimeout time.Duration
 	// ReplayBatch is how many queue entries one read brings back. Default 256.
 	ReplayBatch int
-	// MaxReplays bounds the replays (catch-ups from a cursor) running at once.
+	// MaxReplays bounds the replays (catch-ups from a cursor) reading the
+	// queue at once; a replay waiting for its reader holds no slot.
 	// Default 256.
 	MaxReplays int
 	// ConvCache bounds the conversations whose state is kept. Default 100,000.
@@ -74,6 +75,53 @@ type Config struct {
 	// TypingEvery: at most one typing event per user and conversation per
 	// this interval. Default 2s.
 	TypingEvery time.Duration
+	// Per-user rates of the other client writes on this edge (PROTOCOL.md
+	// section 9); a zero field gets its default (DefaultRates).
+	Rates Rates
+	// MaxConnsPerUser bounds one user's WebSocket connections and long polls
+	// held at once on this edge. Default 16.
+	MaxConnsPerUser int
+	// MaxPushRegs bounds one user's push registrations: a new one beyond it
+	// replaces the oldest. Default 20.
+	MaxPushRegs int
+}
+
+// Rate is a per-user token bucket: PerSecond on average, Burst at once.
+type Rate struct {
+	PerSecond float64
+	Burst     int
+}
+
+// Rates are the per-user limits of every client write but sends (which
+// have SendRate and SendBurst).
+type Rates struct {
+	Receipt Rate // receipts (WebSocket and POST /v1/receipts)
+	Group   Rate // group creation, member add and remove, title change
+	Watch   Rate // watch frames
+	Sync    Rate // sync frames
+	Typing  Rate // typing events that go out (coalesced ones are free)
+	Push    Rate // push registrations and unregistrations
+}
+
+// DefaultRates: generous for real clients (a delivered receipt for every
+// message at the send rate of 20 per second of each of several senders; a
+// group's members added one by one), tight for floods.
+var DefaultRates = Rates{
+	Receipt: Rate{50, 100},
+	Group:   Rate{5, 30},
+	Watch:   Rate{2, 10},
+	Sync:    Rate{5, 20},
+	Typing:  Rate{2, 10},
+	Push:    Rate{1, 10},
+}
+
+func (r *Rate) withDefault(d Rate) {
+	if r.PerSecond <= 0 {
+		r.PerSecond = d.PerSecond
+	}
+	if r.Burst <= 0 {
+		r.Burst = d.Burst
+	}
 }
 
 func (c Config) withDefaults() Config {
@@ -99,6 +147,14 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxGroup, 256)
 	def(&c.MaxGroupsPerUser, 1000)
 	def(&c.ReadBuffer, 256)
+	def(&c.MaxConnsPerUser, 16)
+	def(&c.MaxPushRegs, 20)
+	c.Rates.Receipt.withDefault(DefaultRates.Receipt)
+	c.Rates.Group.withDefault(DefaultRates.Group)
+	c.Rates.Watch.withDefault(DefaultRates.Watch)
+	c.Rates.Sync.withDefault(DefaultRates.Sync)
+	c.Rates.Typing.withDefault(DefaultRates.Typing)
+	c.Rates.Push.withDefault(DefaultRates.Push)
 	if c.PresenceHeartbeat <= 0 {
 		c.PresenceHeartbeat = 5 * time.Second
 	}

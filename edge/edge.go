@@ -40,7 +40,9 @@ type Edge struct {
 	// onlineSeen: users other edges recently said they hold (online.go).
 	onlineSeen *onlineSeen
 	hub        *hub
-	limits     *limiters
+	limits     *limiters // sends
+	writes     writeLimits
+	conns      *connLimit
 	// history reads
 	historyLimits *limiters
 	recent        *recentCache
@@ -92,6 +94,8 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		log:           d.Log.With(zap.String("component", "edge")),
 		m:             newMetrics(d.Metrics),
 		limits:        newLimiters(cfg.SendRate, cfg.SendBurst),
+		writes:        newWriteLimits(cfg.Rates),
+		conns:         newConnLimit(cfg.MaxConnsPerUser),
 		historyLimits: newLimiters(cfg.HistoryRate, cfg.HistoryBurst),
 		recent:        newRecentCache(cfg.RecentConvs, cfg.RecentMessages),
 		id:            newEdgeID(),
@@ -156,6 +160,7 @@ func (e *Edge) Run(ctx context.Context) error {
 			e.keepAlive(now)
 			e.limits.sweep(now)
 			e.historyLimits.sweep(now)
+			e.writes.sweep(now)
 		}
 	}
 }

@@ -36,6 +36,9 @@ type CreateGroupRequest struct {
 // CreateGroup makes a group whose creator is its admin; the same client id
 // again gives the same group (created reports which).
 func (e *Edge) CreateGroup(ctx context.Context, user string, r *CreateGroupRequest) (view *ConversationView, created bool, cerr *Error) {
+	if cerr := e.writes.group.check(user, "group changes"); cerr != nil {
+		return nil, false, cerr
+	}
 	if r.ID == "" {
 		r.ID = serverID()
 	} else if !validID(r.ID) {
@@ -91,6 +94,9 @@ func (e *Edge) CreateGroup(ctx context.Context, user string, r *CreateGroupReque
 // changeGroup commits a membership or title event made by actor, after
 // check approves it against the group as of its last event.
 func (e *Edge) changeGroup(ctx context.Context, actor, conv string, check func(*event.Meta) *Error, build func(*event.Msg)) *Error {
+	if cerr := e.writes.group.check(actor, "group changes"); cerr != nil {
+		return cerr
+	}
 	if !validID(conv) {
 		return errForbidden
 	}

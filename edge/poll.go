@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -19,6 +20,9 @@ const (
 	defaultPollTimeout = 25 * time.Second
 	maxPollTimeout     = 60 * time.Second
 	pollBatch          = 100
+	// pollSlack: a held poll's read and write deadlines are its timeout
+	// plus this, for the reads before it and the answer after it.
+	pollSlack = 15 * time.Second
 )
 
 // PollAnswer is the body of GET /v1/poll.
@@ -32,16 +36,28 @@ func (e *Edge) getPoll(w http.ResponseWriter, r *http.Request, user string) {
 	timeout := defaultPollTimeout
 	if v := q.Get("timeout"); v != "" {
 		n, err := strconv.ParseFloat(v, 64)
-		if err != nil || n < 0 {
+		if err != nil || math.IsNaN(n) || math.IsInf(n, 0) || n < 0 {
 			writeError(w, errf(proto.CodeBadRequest, "timeout is a number of seconds, got %q", v))
 			return
 		}
-		timeout = min(time.Duration(n*float64(time.Second)), maxPollTimeout)
+		timeout = time.Duration(min(n, maxPollTimeout.Seconds()) * float64(time.Second))
 	}
 	if e.draining.Load() {
 		writeError(w, errf(proto.CodeUnavailable, "server is draining: poll another edge"))
 		return
 	}
+	// A held poll counts as a connection of the user.
+	if cerr := e.conns.acquire(user); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
+	defer e.conns.release(user)
+	// The server's read and write timeouts are shorter than a poll may be
+	// held: this request gets its own (an error means the writer does not
+	// support deadlines, e.g. in a test recorder: nothing to extend).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(timeout + pollSlack))
+	_ = rc.SetWriteDeadline(time.Now().Add(timeout + pollSlack))
 	ctx, cancel := context.WithTimeout(r.Context(), timeout+10*time.Second)
 	defer cancel()
 	head, first, err := e.queueHead(ctx, user, false)

@@ -438,6 +438,15 @@ func newTypingLimiter(every time.Duration) *typingLimiter {
 	return t
 }
 
+// due tells whether a typing event of user in conv would go out now.
+func (t *typingLimiter) due(user, conv string, now time.Time) bool {
+	key := user + "\x00" + conv
+	sh := &t.shards[subjects.Partition(key, len(t.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return now.Sub(sh.last[key]) >= t.every
+}
+
 func (t *typingLimiter) allow(user, conv string, now time.Time) bool {
 	key := user + "\x00" + conv
 	sh := &t.shards[subjects.Partition(key, len(t.shards))]
@@ -462,6 +471,15 @@ func (t *typingLimiter) allow(user, conv string, now time.Time) bool {
 func (e *Edge) Typing(ctx context.Context, user, conv string) *Error {
 	if !validID(conv) {
 		return errf(proto.CodeBadRequest, "conv is not a valid conversation id")
+	}
+	// Coalesced events cost nothing; those that would go out are
+	// rate-limited per user, before any lookup: a flood across many
+	// conversations is refused.
+	if !e.typing.due(user, conv, time.Now()) {
+		return nil
+	}
+	if cerr := e.writes.typing.check(user, "typing events"); cerr != nil {
+		return cerr
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

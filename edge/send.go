@@ -184,6 +184,9 @@ func (e *Edge) Receipt(ctx context.Context, user string, r *ReceiptRequest) *Err
 	if r.Status != event.StatusDelivered && r.Status != event.StatusRead {
 		return errf(proto.CodeBadRequest, "status must be delivered or read")
 	}
+	if cerr := e.writes.receipt.check(user, "receipts"); cerr != nil {
+		return cerr
+	}
 	if !e.inflight.enter() {
 		return errf(proto.CodeUnavailable, "server is draining, reconnect")
 	}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lxzan/gws"
 	"go.uber.org/zap"
 
 	"messenger/services/event"
@@ -123,24 +124,47 @@ func (s *session) offerLocked(seq, prev uint64, doc []byte) {
 // queueLocked hands a frame to the transport, or closes a reader that fell
 // too far behind (it resumes from its cursor). s.mu must be held.
 func (s *session) queueLocked(frame []byte) {
-	if s.closed {
-		return
-	}
-	n := s.frames.Add(1)
-	b := s.bytes.Add(int64(len(frame)))
-	if n > int64(s.e.cfg.QueueFrames) || b > int64(s.e.cfg.QueueBytes) {
-		s.frames.Add(-1)
-		s.bytes.Add(-int64(len(frame)))
-		s.e.m.slowClosed.Inc()
-		s.closeLocked(closeSlowReader, "slow reader: reconnect with your cursor")
+	if !s.reserveLocked(len(frame)) {
 		return
 	}
 	size := int64(len(frame))
 	s.e.m.delivered.Inc()
-	s.out.write(frame, func() {
-		s.frames.Add(-1)
-		s.bytes.Add(-size)
-	})
+	s.out.write(frame, func() { s.unreserve(size) })
+}
+
+// reserveLocked counts a frame of size bytes into the queue, or closes a
+// reader that fell too far behind (it resumes from its cursor) and answers
+// false. s.mu must be held.
+func (s *session) reserveLocked(size int) bool {
+	if s.closed {
+		return false
+	}
+	n := s.frames.Add(1)
+	b := s.bytes.Add(int64(size))
+	if n > int64(s.e.cfg.QueueFrames) || b > int64(s.e.cfg.QueueBytes) {
+		s.unreserve(int64(size))
+		s.e.m.slowClosed.Inc()
+		s.closeLocked(closeSlowReader, "slow reader: reconnect with your cursor")
+		return false
+	}
+	return true
+}
+
+// unreserve counts a frame out of the queue once it has left.
+func (s *session) unreserve(size int64) {
+	s.frames.Add(-1)
+	s.bytes.Add(-size)
+}
+
+// pong answers a ping frame, counted in the queue like any frame.
+func (s *session) pong(c *gws.Conn, payload []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.reserveLocked(len(payload)) {
+		return
+	}
+	size := int64(len(payload))
+	c.WriteAsync(gws.OpcodePong, append([]byte(nil), payload...), func(error) { s.unreserve(size) })
 }
 
 // send queues a frame that is not a stored event (ack, error, hello...).
@@ -188,25 +212,23 @@ func (s *session) startCatchUpLocked(syncReply bool) {
 
 // replay reads the queue in batches until it has caught up with the live
 // announcements, then hands over to them.
+//
+// A replay holds one of the edge's replay slots only while it reads a
+// batch, never while it waits for its reader: connections that never read
+// (of one user or many) cannot keep the slots from the others.
 func (s *session) replay() {
 	e := s.e
-	select {
-	case e.replaySlots <- struct{}{}:
-	case <-e.stopping:
-		return
-	}
-	defer func() { <-e.replaySlots }()
 	stream := streams.QueueStream(e.h.Layout.UserPartition(s.user))
 	subject := e.h.Layout.Queue(s.user)
 	failures := 0
 	for {
 		// Flow control: a replay never fills the queue past half, so only a
 		// reader that truly stalls is closed.
-		for s.frames.Load() > int64(e.cfg.QueueFrames/2) || s.bytes.Load() > int64(e.cfg.QueueBytes/2) {
+		for wait := time.Millisecond; s.frames.Load() > int64(e.cfg.QueueFrames/2) || s.bytes.Load() > int64(e.cfg.QueueBytes/2); wait = min(2*wait, 100*time.Millisecond) {
 			if s.isClosed() {
 				return
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(wait)
 		}
 		s.mu.Lock()
 		after, closed := s.last, s.closed
@@ -215,10 +237,24 @@ func (s *session) replay() {
 		if closed {
 			return
 		}
+		select {
+		case e.replaySlots <- struct{}{}:
+		case <-e.stopping:
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		msgs, more, err := streams.ReadAfter(ctx, e.nc, stream, subject, after, e.cfg.ReplayBatch)
 		cancel()
+		<-e.replaySlots
 		if err != nil {
+			select {
+			case <-e.stopping:
+				return // the edge stops: nothing to tell
+			default:
+			}
+			if s.isClosed() {
+				return
+			}
 			failures++
 			e.log.Warn("replay read", zap.String("user", s.user), zap.Error(err))
 			if failures >= 3 {

@@ -177,8 +177,14 @@ func (e *Edge) ServeWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cursor, hasCursor := q.Get("cursor"), q.Has("cursor")
+	// Released when the connection closes (OnClose), or here if it never opens.
+	if cerr := e.conns.acquire(user); cerr != nil {
+		writeError(w, cerr)
+		return
+	}
 	socket, err := e.upgrader.Upgrade(w, r)
 	if err != nil {
+		e.conns.release(user)
 		return // gws answered the client
 	}
 	ws := &wsSink{c: socket, idle: e.cfg.IdleTimeout}
@@ -188,6 +194,7 @@ func (e *Edge) ServeWS(w http.ResponseWriter, r *http.Request) {
 	ws.armDeadline()
 	socket.Session().Store("s", s)
 	if err := e.hub.add(s); err != nil {
+		e.conns.release(user) // no read loop: no OnClose
 		e.log.Warn("subscribe live", zap.Error(err))
 		s.out.close(closeGoingAway, "cannot subscribe now: reconnect")
 		return
@@ -246,6 +253,7 @@ func (h *wsHandler) OnClose(c *gws.Conn, _ error) {
 		s.closed = true
 		s.mu.Unlock()
 		h.e.hub.remove(s)
+		h.e.conns.release(s.user)
 		h.e.m.connections.Dec()
 	}
 }
@@ -265,9 +273,14 @@ func (h *wsHandler) alive(c *gws.Conn) {
 	}
 }
 
+// OnPing answers through the connection's bounded queue: a client that
+// pings and never reads falls behind like any slow reader and is closed
+// with 4008, rather than piling pongs up in the edge's memory.
 func (h *wsHandler) OnPing(c *gws.Conn, payload []byte) {
 	h.alive(c)
-	c.WriteAsync(gws.OpcodePong, append([]byte(nil), payload...), nil)
+	if s := sessionOf(c); s != nil {
+		s.pong(c, payload)
+	}
 }
 
 func (h *wsHandler) OnPong(c *gws.Conn, _ []byte) { h.alive(c) }
@@ -404,6 +417,10 @@ func (e *Edge) frame(s *session, f *inFrame) {
 			s.send(errf(proto.CodeBadRequest, "sync needs a cursor").frame(f.ID))
 			return
 		}
+		if cerr := e.writes.sync.check(s.user, "syncs"); cerr != nil {
+			s.send(cerr.frame(f.ID))
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		head, first, herr := e.queueHead(ctx, s.user, false)
 		var c uint64
@@ -429,6 +446,10 @@ func (e *Edge) frame(s *session, f *inFrame) {
 	case "watch":
 		if f.Users == nil {
 			s.send(errf(proto.CodeBadRequest, "watch needs users").frame(f.ID))
+			return
+		}
+		if cerr := e.writes.watch.check(s.user, "watch lists"); cerr != nil {
+			s.send(cerr.frame(f.ID))
 			return
 		}
 		if cerr := e.watch(s, f.Users); cerr != nil {

@@ -119,3 +119,35 @@ func next(ctx context.Context, ch <-chan *nats.Msg) (*nats.Msg, error) {
 		return nil, ctx.Err()
 	}
 }
+
+// ReadLastMatching reads, in one round trip, the last message of each
+// subject of stream that matches filter (a subject with wildcards), at most
+// max of them.
+func ReadLastMatching(ctx context.Context, nc *nats.Conn, stream, filter string, max int) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	req, _ := json.Marshal(multiLastRequest{MultiLast: []string{filter}, Batch: max})
+	inbox := nc.NewRespInbox()
+	ch := make(chan *nats.Msg, max+2)
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, fmt.Errorf("streams: read last matching %s: %w", filter, err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(subjects.DirectGet(stream), inbox, req); err != nil {
+		return nil, fmt.Errorf("streams: read last matching %s: %w", filter, err)
+	}
+	for {
+		m, err := next(ctx, ch)
+		if err != nil {
+			return out, fmt.Errorf("streams: read last matching %s: %w", filter, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+			out[m.Header.Get("Nats-Subject")] = m.Data
+		case "404", "204":
+			return out, nil
+		default:
+			return out, fmt.Errorf("%w: %s %s: %s", ErrDirectGet, stream, status, m.Header.Get("Description"))
+		}
+	}
+}

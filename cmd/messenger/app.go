@@ -213,6 +213,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 			QueueFrames: cfg.QueueFrames, PingInterval: cfg.PingInterval, IdleTimeout: cfg.IdleTimeout,
 			AllowedOrigins: cfg.origins(), HistoryRate: cfg.HistoryRate, HistoryBurst: cfg.HistoryBurst,
 			PresenceHeartbeat: cfg.EdgeHeartbeat, PresenceSync: cfg.PresenceSync, MaxWatch: cfg.MaxWatch, TypingEvery: cfg.TypingEvery, MaxGroup: cfg.MaxGroup, MaxGroupsPerUser: cfg.MaxGroupsPerUser, ReadBuffer: cfg.ReadBuffer,
+			Rates: cfg.rates(), MaxConnsPerUser: cfg.MaxConnsPerUser, MaxPushRegs: cfg.MaxPushTokens,
 		}, d)
 		if err != nil {
 			return fail(err)
@@ -236,9 +237,9 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	if cfg.Pprof {
 		a.mux.HandleFunc("/debug/pprof/", pprof.Index)
 		a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		a.mux.HandleFunc("/debug/pprof/profile", noWriteDeadline(pprof.Profile))
 		a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		a.mux.HandleFunc("/debug/pprof/trace", noWriteDeadline(pprof.Trace))
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
@@ -280,7 +281,7 @@ func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 // sends in flight are answered, WebSockets close with 1001, the fan-out
 // finishes what it read and saves its checkpoints.
 func (a *app) run(ctx context.Context) error {
-	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(a.cfg, a.mux)
 	runCtx, stopRoles := context.WithCancel(context.Background())
 	defer stopRoles()
 	g, gctx := errgroup.WithContext(runCtx)
@@ -292,7 +293,7 @@ func (a *app) run(ctx context.Context) error {
 	})
 	var msrv *http.Server
 	if a.metricsLn != nil {
-		msrv = &http.Server{Handler: a.metricsMux, ReadHeaderTimeout: 10 * time.Second}
+		msrv = newHTTPServer(a.cfg, a.metricsMux)
 		g.Go(func() error {
 			if err := msrv.Serve(a.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics http: %w", err)

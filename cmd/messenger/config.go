@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"messenger/edge"
 	"messenger/edge/auth"
 	"messenger/infra/flagenv"
 )
@@ -66,6 +67,13 @@ type config struct {
 	MetricsListen          string
 
 	MaxGroupsPerUser int // --max-groups-per-user
+	// abuse limits (issue 12)
+	ReceiptRate, GroupChangeRate, WatchRate, SyncRate, TypingRate, PushRate       float64
+	ReceiptBurst, GroupChangeBurst, WatchBurst, SyncBurst, TypingBurst, PushBurst int
+	MaxConnsPerUser                                                               int
+	MaxPushTokens                                                                 int
+	HTTPReadTimeout, HTTPWriteTimeout, HTTPIdleTimeout                            time.Duration
+	HTTPMaxHeaderBytes                                                            int
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -125,6 +133,40 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.ClickHouseTLS, "clickhouse-tls", false, "connect to ClickHouse over TLS (its secure native port, 9440 by default)")
 	fs.StringVar(&c.ClickHouseCA, "clickhouse-ca", "", "PEM file of the CA that signed ClickHouse's certificate (default: the system's; implies --clickhouse-tls)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve /metrics on this address of its own instead of --http (then --http answers 404 for /metrics)")
+	c.limitFlags(fs)
+}
+
+// limitFlags: per-user limits of client writes (per edge) and the HTTP
+// server's timeouts.
+func (c *config) limitFlags(fs *flag.FlagSet) {
+	d := edge.DefaultRates
+	rate := func(p *float64, b *int, name, what string, r edge.Rate) {
+		fs.Float64Var(p, name+"-rate", r.PerSecond, what+" per second per user, per edge")
+		fs.IntVar(b, name+"-burst", r.Burst, "burst of "+what+" per user")
+	}
+	rate(&c.ReceiptRate, &c.ReceiptBurst, "receipt", "receipts", d.Receipt)
+	rate(&c.GroupChangeRate, &c.GroupChangeBurst, "group-change", "group creations, member additions and removals and title changes", d.Group)
+	rate(&c.WatchRate, &c.WatchBurst, "watch", "watch lists", d.Watch)
+	rate(&c.SyncRate, &c.SyncBurst, "sync", "syncs", d.Sync)
+	rate(&c.TypingRate, &c.TypingBurst, "typing", "typing events sent on (coalesced ones are free)", d.Typing)
+	rate(&c.PushRate, &c.PushBurst, "push-reg", "push registrations and unregistrations", d.Push)
+	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", 16, "WebSocket connections and held long polls per user, per edge (more: 429 rate_limited)")
+	fs.IntVar(&c.MaxPushTokens, "max-push-tokens", 20, "push registrations per user (a new one beyond replaces the oldest)")
+	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", 30*time.Second, "HTTP: most time to read a request, body included (long polls extend their own)")
+	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", 30*time.Second, "HTTP: most time from a request read to its answer written (long polls extend their own)")
+	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", 120*time.Second, "HTTP: close a keep-alive connection idle this long")
+	fs.IntVar(&c.HTTPMaxHeaderBytes, "http-max-header-bytes", 32<<10, "HTTP: largest request header block, bytes (more: 431)")
+}
+
+func (c *config) rates() edge.Rates {
+	return edge.Rates{
+		Receipt: edge.Rate{PerSecond: c.ReceiptRate, Burst: c.ReceiptBurst},
+		Group:   edge.Rate{PerSecond: c.GroupChangeRate, Burst: c.GroupChangeBurst},
+		Watch:   edge.Rate{PerSecond: c.WatchRate, Burst: c.WatchBurst},
+		Sync:    edge.Rate{PerSecond: c.SyncRate, Burst: c.SyncBurst},
+		Typing:  edge.Rate{PerSecond: c.TypingRate, Burst: c.TypingBurst},
+		Push:    edge.Rate{PerSecond: c.PushRate, Burst: c.PushBurst},
+	}
 }
 
 // parse reads args, then fills every flag not given from its environment
