@@ -57,7 +57,7 @@ func TestPingFloodIsClosedAsASlowReader(t *testing.T) {
 	p := platformtest.Start(t, platformtest.Options{Edge: edgeConfig(func(c *edgeCfg) { c.QueueFrames = 64 })})
 	r, c := dialSilent(t, p.WS(0)+"/v1/ws", bearer(p.Token("pinger")))
 	payload := []byte(strings.Repeat("p", 125)) // the largest control frame
-	const most = 400_000                         // 50 MB of pongs: beyond any socket buffer
+	const most = 400_000                        // 50 MB of pongs: beyond any socket buffer
 	n := 0
 	for ; n < most; n++ {
 		if err := c.WritePing(payload); err != nil {
