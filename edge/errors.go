@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -52,20 +53,28 @@ func errUnavailable(what string, err error) *Error {
 	return &Error{Code: proto.CodeUnavailable, Message: what + ": storage unavailable, retry"}
 }
 
-// frame is the error frame of the WebSocket protocol.
+// frame is the error frame of the WebSocket protocol. It echoes id only
+// when it is a valid id (a client's arbitrary string is not echoed back),
+// and quotes as JSON does: strconv's quoting writes \x01 for a control
+// character, which is not JSON (found by FuzzDecodeFrame).
 func (e *Error) frame(id string) []byte {
 	b := []byte(`{"type":"error"`)
-	if id != "" {
+	if id != "" && validID(id) {
 		b = append(b, `,"id":`...)
-		b = strconv.AppendQuote(b, id)
+		b = strconv.AppendQuote(b, id) // [A-Za-z0-9_-] only: the same in JSON
 	}
 	b = append(b, `,"code":`...)
-	b = strconv.AppendQuote(b, e.Code)
+	b = appendJSONString(b, e.Code)
 	b = append(b, `,"message":`...)
-	b = strconv.AppendQuote(b, e.Message)
+	b = appendJSONString(b, e.Message)
 	if e.Code == proto.CodeRateLimited {
 		b = append(b, `,"retry_after_ms":`...)
 		b = strconv.AppendInt(b, max(e.RetryAfter.Milliseconds(), 1), 10)
 	}
 	return append(b, '}')
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s)
+	return append(b, q...)
 }

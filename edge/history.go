@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -126,6 +127,9 @@ func pageBounds(joined, last uint64, req PageRequest, limit uint64) (lo, hi uint
 		upper = min(upper, *req.Before-1)
 	}
 	if req.After != nil {
+		if *req.After == math.MaxUint64 { // nothing is after it (and +1 wraps to 0)
+			return 1, 0, false
+		}
 		lower = max(lower, *req.After+1)
 	}
 	if lower > upper {

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"encoding/json"
 	"unicode/utf8"
 
 	"messenger/client/proto"
@@ -70,4 +71,18 @@ func checkJSONText(raw []byte) *Error {
 		return errf(proto.CodeBadRequest, "lone surrogate escape in a string")
 	}
 	return nil
+}
+
+// decodeFrame turns a client text frame into an inFrame, or into the error
+// its error frame carries. gws has already closed the connection on invalid
+// UTF-8 (1007) and on a frame over the limit (1009).
+func decodeFrame(raw []byte) (*inFrame, *Error) {
+	var f inFrame
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, errf(proto.CodeBadRequest, "frame is not a valid JSON object: %v", err)
+	}
+	if hasLoneSurrogate(raw) {
+		return nil, errf(proto.CodeBadRequest, "lone surrogate escape in a string")
+	}
+	return &f, nil
 }

@@ -360,16 +360,12 @@ func (h *wsHandler) handle(c *gws.Conn, msg *gws.Message) {
 		return
 	}
 	raw := msg.Bytes()
-	var f inFrame
-	if err := json.Unmarshal(raw, &f); err != nil {
-		s.send(errf(proto.CodeBadRequest, "frame is not a valid JSON object: %v", err).frame(idOf(raw)))
+	f, cerr := decodeFrame(raw)
+	if cerr != nil {
+		s.send(cerr.frame(idOf(raw)))
 		return
 	}
-	if hasLoneSurrogate(raw) {
-		s.send(errf(proto.CodeBadRequest, "lone surrogate escape in a string").frame(f.ID))
-		return
-	}
-	h.e.frame(s, &f)
+	h.e.frame(s, f)
 }
 
 // idOf digs the id out of a frame that did not decode as a whole.
