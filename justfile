@@ -17,6 +17,10 @@ build:
 token user:
     go run ./cmd/messenger token {{user}} --dev
 
+# every fuzz target for FUZZTIME each (default 15s, one worker): frames, bodies, cursors, ids, tokens, queries
+fuzz:
+    bash scripts/fuzz.sh
+
 # the load benchmark (slow tier): starts its own platform; e.g. just bench idle direct
 bench *scenarios:
     go run ./cmd/bench {{scenarios}}
