@@ -16,13 +16,15 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lxzan/gws"
+
 	"messenger/infra/platformtest"
 	"messenger/services/event"
 )
 
 // The HTTP API fuzzed against a running platform (a real embedded NATS, the
 // fan-out and one edge): bodies of every POST and PATCH route, and the query
-// parameters of every GET. Each fuzz worker starts its own platform. Seeds:
+// parameters of every GET, and frames on a live WebSocket. Each fuzz worker starts its own platform. Seeds:
 // testdata/fuzz/FuzzAPIBody and testdata/fuzz/FuzzAPIQuery.
 
 var fzID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -349,6 +351,83 @@ func FuzzAPIQuery(f *testing.F) {
 					}
 				}
 			}
+		}
+	})
+}
+
+// FuzzWSFrame: any text frame of valid UTF-8 within the frame limit (the
+// others close the connection: 1007, 1009) sent on a live WebSocket is
+// answered only with JSON frames that have a type; an error frame carries a
+// contract code and echoes only a valid id; the connection stays open and
+// keeps answering in order ("$G" in the frame stands for alice's group).
+// Seeds: testdata/fuzz/FuzzWSFrame.
+func FuzzWSFrame(f *testing.F) {
+	f.Add([]byte(`{"type":"send","id":"w1","conv":"$G","text":"hi"}`))
+	a := startFuzzAPI(f)
+	r := &raw{closed: make(chan struct{})}
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+a.token)
+	c, _, err := gws.NewClient(r, &gws.ClientOption{Addr: a.p.WS(0) + "/v1/ws", RequestHeader: h})
+	if err != nil {
+		f.Fatal(err)
+	}
+	go c.ReadLoop()
+	f.Cleanup(func() { _ = c.NetConn().Close() })
+	barrier := 0
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		frame = bytes.ReplaceAll(frame, []byte("$G"), []byte(a.group))
+		if !utf8.Valid(frame) || len(frame) > 32<<10 {
+			return // closed with 1007 or 1009, tested in badinput_test.go
+		}
+		// The frames are handled in order: the answer to an unknown type
+		// sent after this one comes after this one's answers.
+		barrier++
+		mark := "barrier" + strconv.Itoa(barrier)
+		if err := c.WriteMessage(gws.OpcodeText, frame); err != nil {
+			t.Fatalf("write %q: %v", frame, err)
+		}
+		_ = c.WriteString(`{"type":"` + mark + `"}`)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r.mu.Lock()
+			frames := append([]map[string]any(nil), r.frames...)
+			r.mu.Unlock()
+			select {
+			case <-r.closed:
+				t.Fatalf("after %q the connection closed with %d", frame, r.closeCode)
+			default:
+			}
+			done := false
+			for _, fr := range frames {
+				typ, _ := fr["type"].(string)
+				if fr == nil || typ == "" {
+					t.Fatalf("after %q: a frame that is not a JSON object with a type", frame)
+				}
+				if typ == "error" {
+					code, _ := fr["code"].(string)
+					if _, ok := fzStatus[code]; !ok || code == "unauthorized" {
+						t.Fatalf("after %q: error frame %v", frame, fr)
+					}
+					if id, has := fr["id"]; has {
+						if s, _ := id.(string); !fzID.MatchString(s) {
+							t.Fatalf("after %q: error frame %v echoes an id that is not one", frame, fr)
+						}
+					}
+					if msg, _ := fr["message"].(string); strings.Contains(msg, `"`+mark+`"`) {
+						done = true
+					}
+				}
+			}
+			if done {
+				r.mu.Lock()
+				r.frames = r.frames[len(frames):]
+				r.mu.Unlock()
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %q: no answer to the barrier in 10 s", frame)
+			}
+			time.Sleep(2 * time.Millisecond)
 		}
 	})
 }

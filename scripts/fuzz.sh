@@ -22,6 +22,7 @@ targets=(
 	"./edge FuzzPageBounds"
 	"./edge FuzzAPIBody"
 	"./edge FuzzAPIQuery"
+	"./edge FuzzWSFrame"
 )
 
 failed=()
