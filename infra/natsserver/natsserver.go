@@ -3,6 +3,7 @@
 package natsserver
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -31,7 +32,19 @@ type Config struct {
 	SyncInterval time.Duration
 	// MaxMemory and MaxStore bound JetStream; zero means the server's defaults.
 	MaxMemory, MaxStore int64
+	// Users are the NKEY users allowed to connect, each with its
+	// permissions (infra/natsauth). Empty: no authentication, which Start
+	// allows only on a loopback address.
+	Users []*server.NkeyUser
+	// TLSCert and TLSKey are PEM files of the server's certificate: when set,
+	// clients must use TLS (in-process connections excepted). TLSCA, when
+	// set too, is the CA whose client certificates are required (mutual TLS).
+	TLSCert, TLSKey, TLSCA string
 }
+
+// ErrOpenListener refuses a listener reachable from other hosts with no
+// authentication: anyone there could read and forge every message.
+var ErrOpenListener = errors.New("natsserver: refusing a non-loopback listener without authentication")
 
 // Start starts the server and waits until it accepts connections.
 func Start(cfg Config) (*server.Server, error) {
@@ -50,6 +63,9 @@ func Start(cfg Config) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: listen %q: bad port", listen)
 	}
+	if len(cfg.Users) == 0 && !loopback(host) {
+		return nil, fmt.Errorf("%w: %s (give the server its users: messenger nats-creds)", ErrOpenListener, listen)
+	}
 	opts := &server.Options{
 		ServerName:         "messenger",
 		Host:               host,
@@ -64,6 +80,16 @@ func Start(cfg Config) (*server.Server, error) {
 		// Edges subscribe to one live subject per connected user.
 		MaxPending: 256 << 20,
 		MaxPayload: 1 << 20,
+		Nkeys:      cfg.Users,
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA, Verify: cfg.TLSCA != "", Timeout: 2})
+		if err != nil {
+			return nil, fmt.Errorf("natsserver: tls: %w", err)
+		}
+		opts.TLSConfig, opts.TLSVerify, opts.TLSTimeout = tc, cfg.TLSCA != "", 2
+	} else if cfg.TLSCA != "" {
+		return nil, errors.New("natsserver: a TLS CA without a certificate and key")
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -75,4 +101,13 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("natsserver: not ready within 30s")
 	}
 	return s, nil
+}
+
+// loopback tells whether host only listens on this machine.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
