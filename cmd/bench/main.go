@@ -53,6 +53,7 @@ type options struct {
 	ClickHouseDir string
 	URLs          string
 	NATS          string
+	NATSNkey      string
 	JWTSecret     string
 	Pids          string
 	Partitions    int
@@ -111,6 +112,7 @@ func (o *options) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ClickHouseDir, "clickhouse-dir", "", "ClickHouse's directory, for its pid and disk use (default: <module>/.clickhouse)")
 	fs.StringVar(&o.URLs, "urls", "", "--start none: comma-separated edge URLs ws://host:port")
 	fs.StringVar(&o.NATS, "nats", "", "--start none: NATS URL (history loading)")
+	fs.StringVar(&o.NATSNkey, "nats-nkey", "", "--start none: NKEY seed of the admin NATS identity (history loading; messenger nats-creds)")
 	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "--start none: the platform's HS256 secret (default: MESSENGER_JWT_SECRET)")
 	fs.StringVar(&o.Pids, "pids", "", "--start none: comma-separated pids of every platform process (memory, CPU)")
 	fs.IntVar(&o.Partitions, "partitions", 4, "stream partitions of the started platform")

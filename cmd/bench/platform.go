@@ -246,7 +246,9 @@ func (b *bench) startPlatform(ctx context.Context, spec platformSpec) (pl *platf
 		pl.procs = append(pl.procs, p)
 		return p, nil
 	}
-	natsArgs := []string{"--nats", pl.natsURL}
+	// The roles run apart read their NATS identities (seeds) from where the
+	// nats or all process made them.
+	natsArgs := []string{"--nats", pl.natsURL, "--nats-creds", filepath.Join(spec.data, "nats")}
 	switch spec.mode {
 	case "all":
 		p, err := start("all", "all", append([]string{"--data", spec.data, "--nats-listen", "127.0.0.1:" + strconv.Itoa(natsPort)}, withCH...)...)

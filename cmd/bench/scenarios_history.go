@@ -136,7 +136,21 @@ func (b *bench) history(ctx context.Context, res *result) error {
 	if mode != "none" {
 		res.Start = "split, without the fan-out"
 	}
-	nc, err := nats.Connect(e.pl.natsURL, nats.Name("bench-history"))
+	// Loading writes conversation events and reads them back: the admin
+	// NATS identity, whose seed the platform made under its data (or given).
+	seed := b.opt.NATSNkey
+	if seed == "" && mode != "none" {
+		seed = filepath.Join(data, "nats", "admin.nk")
+	}
+	opts := []nats.Option{nats.Name("bench-history")}
+	if seed != "" {
+		nk, err := nats.NkeyOptionFromSeed(seed)
+		if err != nil {
+			return fmt.Errorf("nats seed: %w", err)
+		}
+		opts = append(opts, nk)
+	}
+	nc, err := nats.Connect(e.pl.natsURL, opts...)
 	if err != nil {
 		return fmt.Errorf("nats %s: %w", e.pl.natsURL, err)
 	}

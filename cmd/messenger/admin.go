@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	chinfra "messenger/infra/clickhouse"
+	"messenger/infra/natsauth"
 	"messenger/services/projector"
 	"messenger/streams"
 )
@@ -20,9 +21,10 @@ func admin(ctx context.Context, cmd string, cfg *config, drop bool) error {
 		return err
 	}
 	defer log.Sync()
-	nc, err := nats.Connect(cfg.NATS, nats.Name("messenger-"+cmd))
+	// The projector's identity: its consumers and the dead letters.
+	nc, err := dialNATS(cfg, cfg.NATS, natsauth.RoleProjector, "", nil, log, nats.MaxReconnects(0))
 	if err != nil {
-		return fmt.Errorf("connect nats %s: %w", cfg.NATS, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

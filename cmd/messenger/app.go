@@ -23,6 +23,7 @@ import (
 
 	"messenger/edge"
 	"messenger/edge/auth"
+	"messenger/infra/natsauth"
 	"messenger/infra/natsserver"
 	"messenger/services/fanout"
 	"messenger/services/presence"
@@ -35,7 +36,7 @@ type app struct {
 	cfg      *config
 	log      *zap.Logger
 	ns       *server.Server
-	nc       *nats.Conn
+	conns    []*nats.Conn // one per role identity; /readyz wants all connected
 	edge     *edge.Edge
 	fanout   *fanout.Fanout
 	presence *presence.Service
@@ -108,33 +109,16 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	if err := sc.Validate(); err != nil {
 		return fail(err)
 	}
-	opts := []nats.Option{
-		nats.Name("messenger-" + cmd),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.PingInterval(10 * time.Second),
-	}
 	var e *edge.Edge
-	opts = append(opts,
-		nats.ErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
-			if e != nil {
-				e.NATSErrorHandler(c, s, err)
-			} else {
-				a.log.Warn("nats", zap.Error(err))
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			a.log.Info("nats reconnected")
-			if e != nil {
-				e.NATSReconnected(c)
-			}
-		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("nats disconnected", zap.Error(err)) }),
-	)
 	url := cfg.NATS
+	var ns *server.Server
 	if cmd == "all" || cmd == "nats" {
 		if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 			return fail(fmt.Errorf("data dir: %w", err))
+		}
+		users, err := natsUsers(cfg, a.log)
+		if err != nil {
+			return fail(err)
 		}
 		listen := cfg.NATSListen
 		if !cfg.explicit["nats-listen"] && !portFree(listen) {
@@ -143,38 +127,68 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 			host, _, _ := net.SplitHostPort(listen)
 			listen = net.JoinHostPort(host, "-1")
 		}
-		ns, err := natsserver.Start(natsserver.Config{Listen: listen, DataDir: cfg.Data, SyncAlways: cfg.SyncAlways})
+		ns, err = natsserver.Start(natsserver.Config{Listen: listen, DataDir: cfg.Data, SyncAlways: cfg.SyncAlways,
+			Users: users, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey, TLSCA: cfg.NATSTLSCA})
 		if err != nil {
 			return fail(err)
 		}
 		a.ns = ns
 		reg.MustRegister(natsserver.NewCollector(ns))
 		cleanups = append(cleanups, func() { ns.Shutdown(); ns.WaitForShutdown() })
-		a.log.Info("embedded nats started", zap.String("url", ns.ClientURL()), zap.String("store", filepath.Join(cfg.Data, "jetstream")), zap.Bool("sync_always", cfg.SyncAlways))
-		opts = append(opts, nats.InProcessServer(ns))
+		a.log.Info("embedded nats started", zap.String("url", ns.ClientURL()), zap.String("store", filepath.Join(cfg.Data, "jetstream")),
+			zap.Bool("sync_always", cfg.SyncAlways), zap.String("identities", cfg.natsCreds()), zap.Bool("tls", cfg.NATSTLSCert != ""))
 		url = ns.ClientURL()
 	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return fail(fmt.Errorf("connect nats %s: %w", url, err))
+	// dial connects as role, closed by cleanup; the first one made is the
+	// one /readyz watches, with every other.
+	dial := func(role string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+		nc, err := dialNATS(cfg, url, role, "", ns, a.log, extra...)
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanups = append(cleanups, func() { _ = nc.Drain(); nc.Close() })
+		a.conns = append(a.conns, nc)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("jetstream: %w", err)
+		}
+		return nc, js, nil
 	}
-	a.nc = nc
-	cleanups = append(cleanups, func() { _ = nc.Drain(); nc.Close() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fail(fmt.Errorf("jetstream: %w", err))
+	// open opens the streams on js; ensure as openStreams says.
+	open := func(js jetstream.JetStream, ensure bool) (*streams.Handles, error) {
+		return openStreams(ctx, js, sc, ensure)
 	}
-	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := streams.Ensure(ectx, js, sc); err != nil {
-		return fail(err)
+	if ns != nil {
+		// The admin identity makes the streams; in `all` it is done then.
+		nc, js, err := dial(natsauth.RoleAdmin)
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := open(js, true); err != nil {
+			return fail(err)
+		}
+		if cmd == "all" {
+			a.conns = a.conns[:0]
+			_ = nc.Drain()
+		}
 	}
-	h, err := streams.Open(ectx, js, sc)
-	if err != nil {
-		return fail(err)
+	// roleConn connects as role and opens the streams; a separate role
+	// without an identity makes them itself (a server without
+	// authentication, where every client may).
+	roleConn := func(role string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, *streams.Handles, error) {
+		nc, js, err := dial(role, extra...)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		h, err := open(js, ns == nil && natsSeed(cfg, role) == "")
+		return nc, js, h, err
 	}
 
 	if cmd == "all" || cmd == "presence" {
+		nc, _, h, err := roleConn(natsauth.RolePresence)
+		if err != nil {
+			return fail(err)
+		}
 		ps, err := presence.New(presence.Config{OnlineDelay: cfg.OnlineDelay, OfflineDelay: cfg.OfflineDelay, EdgeTimeout: cfg.EdgeTimeout}, nc, h, a.log, reg)
 		if err != nil {
 			return fail(err)
@@ -182,6 +196,10 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		a.presence = ps
 	}
 	if cmd == "all" || cmd == "fanout" {
+		nc, js, h, err := roleConn(natsauth.RoleFanout)
+		if err != nil {
+			return fail(err)
+		}
 		f, err := fanout.New(fanout.Config{Shards: cfg.FanoutShards, CheckpointEvery: cfg.FanoutFlush}, nc, js, h, a.log, reg)
 		if err != nil {
 			return fail(err)
@@ -199,8 +217,33 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	if cmd == "projector" && !usesCH {
 		return fail(errors.New("the projector needs --clickhouse"))
 	}
-	a.js, a.h = js, h
+	if a.ch != nil && (cmd == "all" || cmd == "projector") {
+		nc, js, h, err := roleConn(natsauth.RoleProjector)
+		if err != nil {
+			return fail(err)
+		}
+		_ = nc
+		a.js, a.h = js, h
+	}
 	if cmd == "all" || cmd == "edge" {
+		nc, js, h, err := roleConn(natsauth.RoleEdge,
+			nats.ErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
+				if errors.Is(err, nats.ErrPermissionViolation) {
+					a.log.Error("nats permission violation", zap.String("nats_identity", natsauth.RoleEdge), zap.Error(err))
+				}
+				if e != nil {
+					e.NATSErrorHandler(c, s, err)
+				}
+			}),
+			nats.ReconnectHandler(func(c *nats.Conn) {
+				a.log.Info("nats reconnected")
+				if e != nil {
+					e.NATSReconnected(c)
+				}
+			}))
+		if err != nil {
+			return fail(err)
+		}
 		d := edge.Deps{NC: nc, JS: js, Handles: h, Verifier: verifier, Log: a.log, Metrics: reg}
 		if cfg.Dev {
 			d.DevSigner = signer
@@ -262,7 +305,10 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 // in the body but does not gate readiness: without it messages are still
 // stored and delivered, and history is read from the streams.
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
-	ready := a.nc.Status() == nats.CONNECTED
+	ready := len(a.conns) > 0
+	for _, nc := range a.conns {
+		ready = ready && nc.Status() == nats.CONNECTED
+	}
 	if a.edge != nil {
 		ready = ready && a.edge.Ready()
 	}

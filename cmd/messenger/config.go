@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,6 +19,11 @@ type config struct {
 	Data            string
 	NATS            string
 	NATSListen      string
+	NATSCreds       string
+	NATSNkey        string
+	NATSTLSCert     string
+	NATSTLSKey      string
+	NATSTLSCA       string
 	JWTSecret       string
 	JWTPublicKey    string
 	JWTPrivateKey   string
@@ -86,6 +92,11 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Data, "data", "./data", "directory for JetStream and other local state")
 	fs.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS URL(s), comma-separated, for the roles that run alone")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server (all, nats)")
+	fs.StringVar(&c.NATSCreds, "nats-creds", "", "directory of the NATS identities: users.json (the server's list of public keys: all, nats; made with the seeds on first start when this flag is not given) and one <role>.nk seed per role (default <data>/nats)")
+	fs.StringVar(&c.NATSNkey, "nats-nkey", "", "NKEY seed file of this process's NATS identity (default <nats-creds>/<role>.nk when it exists; none: no authentication)")
+	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "PEM certificate: the embedded NATS server's (all, nats), or this client's for mutual TLS")
+	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
+	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", "", "PEM CA: clients verify the NATS server with it (and use TLS); the embedded server requires client certificates signed by it")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for tokens (at least 16 bytes); other users of the host can read a flag in /proc: prefer MESSENGER_JWT_SECRET or --jwt-secret-file")
 	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM file of an Ed25519 public key: tokens are EdDSA instead of HS256")
 	fs.StringVar(&c.JWTPrivateKey, "jwt-private-key", "", "PEM file of the Ed25519 private key, for `messenger token` with EdDSA")
@@ -180,6 +191,14 @@ func parse(fs *flag.FlagSet, args []string, cfg *config) error {
 	var err error
 	cfg.explicit, err = flagenv.Fill(fs, "MESSENGER")
 	return err
+}
+
+// natsCreds is the directory of the NATS identities.
+func (c *config) natsCreds() string {
+	if c.NATSCreds != "" {
+		return c.NATSCreds
+	}
+	return filepath.Join(c.Data, "nats")
 }
 
 func (c *config) origins() []string {

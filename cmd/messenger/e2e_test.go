@@ -23,11 +23,16 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"messenger/client"
 	"messenger/edge/auth"
 	chinfra "messenger/infra/clickhouse"
+	"messenger/infra/natsauth"
 	"messenger/infra/platformtest"
+	"messenger/streams"
+	"messenger/subjects"
 )
 
 const secret = "e2e-secret-0123456789abcdef"
@@ -93,6 +98,13 @@ func start(t *testing.T, args ...string) *proc {
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
+		mu.Lock()
+		if strings.Contains(p.out.String(), "nats permission violation") {
+			// A role did something its NATS identity may not: its
+			// permission set (infra/natsauth) misses it.
+			t.Errorf("%v: NATS permission violation", args)
+		}
+		mu.Unlock()
 		if t.Failed() {
 			mu.Lock()
 			t.Logf("%v output:\n%s", args, p.out.String())
@@ -332,10 +344,10 @@ func TestEdgeProcessKilledClientsMoveToAnotherEdge(t *testing.T) {
 	natsAddr := freeAddr(t)
 	nurl := "nats://" + natsAddr
 	start(t, "nats", "--http", freeAddr(t), "--nats-listen", natsAddr, "--data", data)
-	start(t, "fanout", "--http", freeAddr(t), "--nats", nurl)
+	start(t, "fanout", "--http", freeAddr(t), "--nats", nurl, "--data", data)
 	a, b := freeAddr(t), freeAddr(t)
-	start(t, "edge", "--http", a, "--nats", nurl)
-	eb := start(t, "edge", "--http", b, "--nats", nurl)
+	start(t, "edge", "--http", a, "--nats", nurl, "--data", data)
+	eb := start(t, "edge", "--http", b, "--nats", nurl, "--data", data)
 
 	_, box := connect(t, "bob", "", b, a)
 	alice, _ := connect(t, "alice", "", a)
@@ -456,9 +468,9 @@ func TestUnavailableWhileNATSIsDown(t *testing.T) {
 	nurl := "nats://" + natsAddr
 	natsArgs := []string{"nats", "--http", freeAddr(t), "--nats-listen", natsAddr, "--data", data}
 	ns := start(t, natsArgs...)
-	start(t, "fanout", "--http", freeAddr(t), "--nats", nurl)
+	start(t, "fanout", "--http", freeAddr(t), "--nats", nurl, "--data", data)
 	a := freeAddr(t)
-	start(t, "edge", "--http", a, "--nats", nurl)
+	start(t, "edge", "--http", a, "--nats", nurl, "--data", data)
 	tok := token(t, "alice")
 	if code, ack, err := postMessage(a, tok, "u1", "bob", "before"); err != nil || code != 200 {
 		t.Fatalf("send before: %d %v %v", code, ack, err)
@@ -529,7 +541,8 @@ func TestNoSecretRefusesToStartAndDevKeepsOne(t *testing.T) {
 func TestHistoryCommandsAgainstARunningPlatform(t *testing.T) {
 	addr, natsAddr := freeAddr(t), freeAddr(t)
 	db := testDB(t)
-	start(t, "all", "--http", addr, "--nats-listen", natsAddr, "--data", t.TempDir(), "--clickhouse-db", db)
+	data := t.TempDir()
+	start(t, "all", "--http", addr, "--nats-listen", natsAddr, "--data", data, "--clickhouse-db", db)
 	tok := token(t, "alice")
 	var conv string
 	for i := 0; i < 30; i++ {
@@ -555,7 +568,7 @@ func TestHistoryCommandsAgainstARunningPlatform(t *testing.T) {
 		t.Fatalf("page: %s", first)
 	}
 	for _, cmdName := range []string{"rebuild-history", "replay-dead-letters"} {
-		cmd := exec.Command(binary, cmdName, "--nats", "nats://"+natsAddr, "--clickhouse-db", db)
+		cmd := exec.Command(binary, cmdName, "--nats", "nats://"+natsAddr, "--clickhouse-db", db, "--data", data)
 		cmd.Env = append(os.Environ(), "MESSENGER_CLICKHOUSE="+chinfra.TestAddr())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -583,9 +596,10 @@ func TestHistoryCommandsAgainstARunningPlatform(t *testing.T) {
 // cleaning up after it (the presence service's edge timeout).
 func TestPresenceEdgeProcessKilled(t *testing.T) {
 	natsAddr, a, b := freeAddr(t), freeAddr(t), freeAddr(t)
-	start(t, "all", "--http", a, "--nats-listen", natsAddr, "--data", t.TempDir(),
+	data := t.TempDir()
+	start(t, "all", "--http", a, "--nats-listen", natsAddr, "--data", data,
 		"--online-delay", "300ms", "--offline-delay", "1s", "--edge-timeout", "3s", "--edge-heartbeat", "500ms")
-	eb := start(t, "edge", "--http", b, "--nats", "nats://"+natsAddr, "--edge-heartbeat", "500ms")
+	eb := start(t, "edge", "--http", b, "--nats", "nats://"+natsAddr, "--edge-heartbeat", "500ms", "--data", data)
 	if code, ack, err := postMessage(a, token(t, "wes"), "p1", "uma", "hello"); err != nil || code != 200 {
 		t.Fatalf("%d %v %v", code, ack, err)
 	}
@@ -641,4 +655,61 @@ func TestPresenceEdgeProcessKilled(t *testing.T) {
 	eb.kill(t)
 	wait("offline", 3)
 	t.Logf("uma told offline %v after her edge was killed", time.Since(killed))
+}
+
+// Attack: `messenger all` took any NATS client on its port with no
+// credentials; one listed every stream and forged a message "from bob" on
+// conv.<p>.<conv>. Now a client without a seed is refused, and the
+// read-only seed made under --data (what `nats --nkey` uses) reads the
+// streams but cannot forge an event.
+func TestAllRefusesNATSClientsWithoutCredentials(t *testing.T) {
+	addr, natsAddr, data := freeAddr(t), freeAddr(t), t.TempDir()
+	start(t, "all", "--http", addr, "--nats-listen", natsAddr, "--data", data)
+	if code, ack, err := postMessage(addr, token(t, "alice"), "n1", "bob", "hello"); err != nil || code != 200 {
+		t.Fatalf("send: %d %v %v", code, ack, err)
+	}
+	if nc, err := nats.Connect("nats://" + natsAddr); err == nil {
+		nc.Close()
+		t.Fatal("a NATS client without credentials was accepted")
+	}
+	for _, role := range natsauth.Roles {
+		st, err := os.Stat(natsauth.SeedFile(filepath.Join(data, "nats"), role))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("seed of %s: %v %v", role, st, err)
+		}
+	}
+	opt, err := nats.NkeyOptionFromSeed(natsauth.SeedFile(filepath.Join(data, "nats"), natsauth.RoleReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied := make(chan error, 10)
+	nc, err := nats.Connect("nats://"+natsAddr, opt, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+	if err != nil {
+		t.Fatalf("read-only seed refused: %v", err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stored uint64
+	for p := 0; p < 4; p++ {
+		s, err := js.Stream(ctx, streams.ConvStream(p))
+		if err != nil {
+			t.Fatalf("read-only stream info: %v", err)
+		}
+		stored += s.CachedInfo().State.Msgs
+	}
+	if stored != 1 {
+		t.Fatalf("the read-only identity sees %d stored events, want 1", stored)
+	}
+	conv := subjects.Layout{Partitions: 4}.ConvEvents("dforged")
+	_ = nc.Publish(conv, []byte(`{"type":"msg","from":"bob","text":"forged"}`))
+	select {
+	case err := <-denied:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Fatalf("want a permission violation, got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a forged publish by the read-only identity was not refused")
+	}
 }

@@ -26,6 +26,8 @@ commands:
   presence   who is online, told to watchers, against --nats
   replay-dead-letters  project the projector's dead letters again
   rebuild-history      make the ClickHouse projection again from the streams [--drop]
+  nats-creds  make the NATS identities under --nats-creds (default <data>/nats): a seed per role, users.json, nats-server.conf
+  setup    create or update the streams and buckets on --nats as the admin identity (a nats-server cluster)
   token    print a token: messenger token <user> [--ttl 24h]
   chat     a terminal chat client: messenger chat <user> [--to <peer>]
 
@@ -115,6 +117,18 @@ func run(args []string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return admin(ctx, cmd, &cfg, *drop)
+	case "nats-creds":
+		if err := parse(fs, args, &cfg); err != nil {
+			return err
+		}
+		return natsCreds(&cfg)
+	case "setup":
+		if err := parse(fs, args, &cfg); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return setup(ctx, &cfg)
 	case "all", "nats", "edge", "fanout", "projector", "presence":
 		if err := parse(fs, args, &cfg); err != nil {
 			return err

@@ -2,6 +2,12 @@
 // integration tests: a real embedded nats-server with JetStream on disk
 // (t.TempDir), the fan-out, and any number of edges, each with its own NATS
 // connection as if it were its own process. Nothing is mocked.
+//
+// The server requires authentication as in production: each role connects
+// with its own NKEY identity and permissions (infra/natsauth), and a
+// permission violation on any role's connection fails the test, so the
+// suite proves the permission sets suffice for every path it exercises.
+// Conn gives tests the admin identity.
 package platformtest
 
 import (
@@ -12,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +35,7 @@ import (
 	"messenger/edge"
 	"messenger/edge/auth"
 	chinfra "messenger/infra/clickhouse"
+	"messenger/infra/natsauth"
 	"messenger/infra/natsserver"
 	"messenger/services/fanout"
 	"messenger/services/history"
@@ -76,6 +84,10 @@ type Platform struct {
 	CHDB   string
 	chAddr string
 	opts   Options
+	// creds holds the role seeds; violations the permission errors the
+	// roles' connections were told of.
+	creds      string
+	violations []string
 }
 
 // Edge is one running edge.
@@ -98,7 +110,15 @@ type running struct {
 // Start starts a platform that stops with the test.
 func Start(t testing.TB, o Options) *Platform {
 	t.Helper()
-	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir()})
+	creds := filepath.Join(t.TempDir(), "nats")
+	if err := natsauth.Generate(creds); err != nil {
+		t.Fatal(err)
+	}
+	users, err := natsauth.LoadUsers(filepath.Join(creds, natsauth.UsersFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir(), Users: users})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +126,7 @@ func Start(t testing.TB, o Options) *Platform {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Platform{t: t, NS: ns, Signer: signer, Conf: streams.Config{Partitions: o.Partitions}, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), opts: o}
+	p := &Platform{t: t, NS: ns, Signer: signer, Conf: streams.Config{Partitions: o.Partitions}, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), opts: o, creds: creds}
 	if o.ClickHouse {
 		p.openClickHouse() // its cleanup runs after the one below
 	}
@@ -122,6 +142,11 @@ func Start(t testing.TB, o Options) *Platform {
 		p.StopPresence()
 		ns.Shutdown()
 		ns.WaitForShutdown()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.violations) > 0 {
+			t.Errorf("NATS permission violations on the roles' connections: %v", p.violations)
+		}
 	})
 
 	nc := p.Conn()
@@ -147,15 +172,43 @@ func Start(t testing.TB, o Options) *Platform {
 	return p
 }
 
-// Conn is a new NATS connection to the platform's server, closed with the test.
+// Conn is a new NATS connection to the platform's server as the admin
+// identity (every subject but $SYS), closed with the test.
 func (p *Platform) Conn(opts ...nats.Option) *nats.Conn {
 	p.t.Helper()
-	nc, err := nats.Connect(p.NS.ClientURL(), append([]nats.Option{nats.MaxReconnects(-1)}, opts...)...)
+	return p.RoleConn(natsauth.RoleAdmin, opts...)
+}
+
+// RoleConn is a new NATS connection as role (natsauth.Role*), closed with
+// the test. A permission violation reported to it fails the test, unless
+// opts set an error handler of their own.
+func (p *Platform) RoleConn(role string, opts ...nats.Option) *nats.Conn {
+	p.t.Helper()
+	auth, err := natsauth.ClientOptions(role, natsauth.SeedFile(p.creds, role))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	record := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { p.violation(role, err) })
+	all := append([]nats.Option{nats.MaxReconnects(-1), record}, auth...)
+	nc, err := nats.Connect(p.NS.ClientURL(), append(all, opts...)...)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	p.t.Cleanup(nc.Close)
 	return nc
+}
+
+// Creds is the directory of the platform's NKEY seeds (natsauth.SeedFile).
+func (p *Platform) Creds() string { return p.creds }
+
+// violation records a permission error told to a role's connection.
+func (p *Platform) violation(role string, err error) {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return
+	}
+	p.mu.Lock()
+	p.violations = append(p.violations, role+": "+err.Error())
+	p.mu.Unlock()
 }
 
 func (p *Platform) handles(nc *nats.Conn) (jetstream.JetStream, *streams.Handles) {
@@ -174,7 +227,7 @@ func (p *Platform) handles(nc *nats.Conn) (jetstream.JetStream, *streams.Handles
 
 // StartFanout starts a fan-out (again, or one more: several may run at once).
 func (p *Platform) StartFanout() {
-	nc := p.Conn()
+	nc := p.RoleConn(natsauth.RoleFanout)
 	js, h := p.handles(nc)
 	f, err := fanout.New(p.opts.Fanout, nc, js, h, p.Log, nil)
 	if err != nil {
@@ -252,7 +305,7 @@ func (p *Platform) projectorConfig() projector.Config {
 
 // StartProjector starts a ClickHouse projector (again).
 func (p *Platform) StartProjector() {
-	nc := p.Conn()
+	nc := p.RoleConn(natsauth.RoleProjector)
 	js, h := p.handles(nc)
 	pr, err := projector.New(p.projectorConfig(), js, h, p.CH, p.Log, nil)
 	if err != nil {
@@ -263,7 +316,7 @@ func (p *Platform) StartProjector() {
 
 // StartPresence starts the presence service (again).
 func (p *Platform) StartPresence() {
-	nc := p.Conn()
+	nc := p.RoleConn(natsauth.RolePresence)
 	_, h := p.handles(nc)
 	s, err := presence.New(p.opts.Presence, nc, h, p.Log, nil)
 	if err != nil {
@@ -285,9 +338,10 @@ func (p *Platform) Handles() (*nats.Conn, *streams.Handles) {
 	return nc, h
 }
 
-// Projector makes a projector that is not running (for admin calls).
+// Projector makes a projector that is not running (for admin calls), on
+// the projector's identity as `messenger replay-dead-letters` uses it.
 func (p *Platform) Projector() (*projector.Projector, *nats.Conn, *streams.Handles) {
-	nc := p.Conn()
+	nc := p.RoleConn(natsauth.RoleProjector)
 	js, h := p.handles(nc)
 	pr, err := projector.New(p.projectorConfig(), js, h, p.CH, p.Log, nil)
 	if err != nil {
@@ -311,8 +365,9 @@ func (p *Platform) WaitProjected() {
 // StartEdge starts one more edge and returns its index.
 func (p *Platform) StartEdge(cfg edge.Config) int {
 	var e *edge.Edge
-	nc := p.Conn(
+	nc := p.RoleConn(natsauth.RoleEdge,
 		nats.ErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
+			p.violation(natsauth.RoleEdge, err)
 			if e != nil {
 				e.NATSErrorHandler(c, s, err)
 			}
