@@ -287,10 +287,19 @@ type Handles struct {
 // ErrNotReady means the streams do not exist yet (nobody ran Ensure).
 var ErrNotReady = errors.New("streams: not created yet")
 
-// Open looks up every stream and bucket; it does not create them.
+// Open looks up every stream and bucket; it does not create them. A
+// partition count other than the one the data was created with is refused
+// (ErrPartitionsChanged), as Ensure refuses it.
 func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, error) {
 	c = c.WithDefaults()
 	h := &Handles{Config: c, Layout: c.Layout()}
+	var err error
+	if h.Fanout, err = js.KeyValue(ctx, BucketFanout); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketFanout, err)
+	}
+	if err := readPartitions(ctx, h.Fanout, c.Partitions); err != nil {
+		return nil, err
+	}
 	for p := 0; p < c.Partitions; p++ {
 		cs, err := js.Stream(ctx, ConvStream(p))
 		if err != nil {
@@ -308,7 +317,6 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 		h.Queue = append(h.Queue, qs)
 		h.Inbox = append(h.Inbox, is)
 	}
-	var err error
 	if h.Dead, err = js.Stream(ctx, DeadLetterStream); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotReady, DeadLetterStream, err)
 	}
@@ -317,9 +325,6 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 	}
 	if h.Watermarks, err = js.KeyValue(ctx, BucketWatermarks); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketWatermarks, err)
-	}
-	if h.Fanout, err = js.KeyValue(ctx, BucketFanout); err != nil {
-		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketFanout, err)
 	}
 	if h.Presence, err = js.KeyValue(ctx, BucketPresence); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketPresence, err)
@@ -331,6 +336,22 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketUserGroups, err)
 	}
 	return h, nil
+}
+
+// readPartitions compares the recorded partition count with n, without
+// writing (a role's identity may not write the fan-out bucket's key).
+func readPartitions(ctx context.Context, kv jetstream.KeyValue, n int) error {
+	e, err := kv.Get(ctx, partitionsKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%w: no partition count recorded", ErrNotReady)
+	}
+	if err != nil {
+		return fmt.Errorf("streams: read partition count: %w", err)
+	}
+	if want := strconv.Itoa(n); string(e.Value()) != want {
+		return fmt.Errorf("%w: data has %s, configured %s", ErrPartitionsChanged, e.Value(), want)
+	}
+	return nil
 }
 
 // ConvStreamOf is the stream holding conv.

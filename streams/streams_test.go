@@ -44,6 +44,13 @@ func TestEnsureIsIdempotentAndKeepsThePartitionCount(t *testing.T) {
 	if _, err := js.Stream(ctx, streams.ConvStream(4)); err == nil {
 		t.Fatal("a refused count created a stream")
 	}
+	// A role that only opens the streams (its NATS identity may not make
+	// them) refuses another count too, more or fewer.
+	for _, n := range []int{2, 5} {
+		if _, err := streams.Open(ctx, js, streams.Config{Partitions: n}); !errors.Is(err, streams.ErrPartitionsChanged) {
+			t.Fatalf("open with %d partitions: %v", n, err)
+		}
+	}
 	if err := (streams.Config{DedupWindow: time.Minute}).Validate(); err == nil {
 		t.Fatal("a dedup window under 10 minutes must be refused")
 	}
