@@ -1,6 +1,7 @@
 package natsauth
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -183,10 +184,15 @@ func ServerConf(doc UsersDoc) ([]byte, error) {
 		}
 		users = append(users, user{NKey: u.NKey, Perms: pp})
 	}
-	b, err := json.MarshalIndent(map[string]any{"authorization": map[string]any{"users": users}}, "", "  ")
-	if err != nil {
+	// No HTML escaping: the nats-server configuration format reads JSON
+	// but not its \u escapes (">" would be written \u003e).
+	var buf bytes.Buffer
+	buf.WriteString("# NATS users of the messenger roles, made by `messenger nats-creds`.\n# include this file in each nats-server's configuration.\n")
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(map[string]any{"authorization": map[string]any{"users": users}}); err != nil {
 		return nil, err
 	}
-	head := "# NATS users of the messenger roles, made by `messenger nats-creds`.\n# include this file in each nats-server's configuration.\n"
-	return append([]byte(head), append(b, '\n')...), nil
+	return buf.Bytes(), nil
 }

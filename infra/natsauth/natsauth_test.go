@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,7 +22,7 @@ import (
 
 // server starts an embedded server with the users of a fresh credentials
 // directory and the streams made by the admin identity.
-func server(t *testing.T) (url, dir string, admin *nats.Conn) {
+func startServer(t *testing.T) (url, dir string, admin *nats.Conn) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "nats")
 	if err := natsauth.Generate(dir); err != nil {
@@ -97,7 +98,7 @@ func connect(t *testing.T, url, dir, role string) (*nats.Conn, *violations) {
 // Attack: a plain NATS client on the server's port, with no credentials,
 // read and forged everything. It is refused now.
 func TestClientWithoutCredentialsIsRefused(t *testing.T) {
-	url, dir, _ := server(t)
+	url, dir, _ := startServer(t)
 	if nc, err := nats.Connect(url); err == nil {
 		nc.Close()
 		t.Fatal("a client without credentials was accepted")
@@ -142,7 +143,7 @@ func lastOf(t *testing.T, admin *nats.Conn, stream, subject string) *jetstream.R
 // a conversation summary, the fan-out's state or watermarks, cannot
 // subscribe to ">" or to $SYS, nor read another role's replies.
 func TestEdgeIdentityIsBounded(t *testing.T) {
-	url, dir, admin := server(t)
+	url, dir, admin := startServer(t)
 	nc, v := connect(t, url, dir, natsauth.RoleEdge)
 	l := subjects.Layout{Partitions: 4}
 
@@ -180,7 +181,7 @@ func TestEdgeIdentityIsBounded(t *testing.T) {
 // projector and read-only identities cannot, and only edges and fan-outs
 // may publish on a user's live subject.
 func TestOnlyEdgesWriteConversations(t *testing.T) {
-	url, dir, admin := server(t)
+	url, dir, admin := startServer(t)
 	l := subjects.Layout{Partitions: 4}
 	for _, role := range []string{natsauth.RoleFanout, natsauth.RolePresence, natsauth.RoleProjector, natsauth.RoleReadOnly} {
 		nc, v := connect(t, url, dir, role)
@@ -202,7 +203,7 @@ func TestOnlyEdgesWriteConversations(t *testing.T) {
 // the conversation streams and buckets, and makes its own consumers, but
 // publishes nothing and cannot touch the projector's consumer.
 func TestReadOnlyIdentityReadsButCannotWrite(t *testing.T) {
-	url, dir, admin := server(t)
+	url, dir, admin := startServer(t)
 	l := subjects.Layout{Partitions: 4}
 	ajs, _ := jetstream.New(admin)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -276,6 +277,24 @@ func TestGenerateKeepsSeedsAndWritesPrivateFiles(t *testing.T) {
 	}
 	if _, err := natsauth.LoadUsers(filepath.Join(dir, natsauth.UsersFile)); err != nil {
 		t.Fatal(err)
+	}
+	// The configuration for a nats-server cluster is one nats-server reads,
+	// with each role's permissions.
+	opts, err := server.ProcessConfigFile(filepath.Join(dir, natsauth.ServerConfFile))
+	if err != nil {
+		t.Fatalf("nats-server.conf: %v", err)
+	}
+	if len(opts.Nkeys) != len(natsauth.Roles) {
+		t.Fatalf("nats-server.conf has %d users, want %d", len(opts.Nkeys), len(natsauth.Roles))
+	}
+	want, _ := natsauth.ServerPermissions(natsauth.RoleReadOnly)
+	for _, u := range opts.Nkeys {
+		if u.Permissions == nil || u.Permissions.Publish == nil || len(u.Permissions.Publish.Allow) == 0 {
+			t.Fatalf("user %s without permissions in nats-server.conf", u.Nkey)
+		}
+		if u.Permissions.Response != nil && *u.Permissions.Response != *want.Response {
+			t.Fatalf("responses: %+v, want %+v", u.Permissions.Response, want.Response)
+		}
 	}
 	if _, err := natsauth.RolePerms("root"); err == nil {
 		t.Fatal("an unknown role has permissions")
