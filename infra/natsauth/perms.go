@@ -87,8 +87,9 @@ func RolePerms(role string) (Perms, error) {
 		p.PubAllow = append(p.PubAllow,
 			// sends and receipts, stored (conversation.Cache.Commit, edge/send.go)
 			subjects.ConvEventsAll, subjects.ReceiptsAll,
-			// group metadata (conversation.Store) and push registrations
-			subjects.KVAll(streams.BucketConvs), subjects.KVAll(streams.BucketPush),
+			// group metadata (conversation.Store), groups per user
+			// (conversation.Memberships) and push registrations
+			subjects.KVAll(streams.BucketConvs), subjects.KVAll(streams.BucketUserGroups), subjects.KVAll(streams.BucketPush),
 			// online probe requests and typing (edge/online.go, edge/presence.go)
 			subjects.LiveAll,
 			// connection reports, heartbeats and full lists to the presence service
