@@ -12,6 +12,7 @@ import (
 
 	"messenger/edge"
 	"messenger/edge/auth"
+	"messenger/infra/natsauth"
 	"messenger/infra/platformtest"
 )
 
@@ -19,7 +20,7 @@ import (
 // --dev has it) and returns its base URL (http://127.0.0.1:port).
 func devEdgeURL(t *testing.T, p *platformtest.Platform) string {
 	t.Helper()
-	nc, h := p.Handles()
+	nc, h := p.RoleHandles(natsauth.RoleEdge)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

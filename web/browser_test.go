@@ -32,6 +32,7 @@ import (
 
 	"messenger/edge"
 	"messenger/edge/auth"
+	"messenger/infra/natsauth"
 	"messenger/infra/platformtest"
 	"messenger/services/presence"
 )
@@ -68,7 +69,7 @@ func startPlatform(t *testing.T) *platformtest.Platform {
 // on (as `messenger all --dev` has it) and returns its base URL.
 func devEdge(t *testing.T, p *platformtest.Platform) string {
 	t.Helper()
-	nc, h := p.Handles()
+	nc, h := p.RoleHandles(natsauth.RoleEdge)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

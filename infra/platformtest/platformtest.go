@@ -338,6 +338,14 @@ func (p *Platform) Handles() (*nats.Conn, *streams.Handles) {
 	return nc, h
 }
 
+// RoleHandles opens the streams and buckets on a new connection as role
+// (an edge a test builds itself connects as natsauth.RoleEdge).
+func (p *Platform) RoleHandles(role string) (*nats.Conn, *streams.Handles) {
+	nc := p.RoleConn(role)
+	_, h := p.handles(nc)
+	return nc, h
+}
+
 // Projector makes a projector that is not running (for admin calls), on
 // the projector's identity as `messenger replay-dead-letters` uses it.
 func (p *Platform) Projector() (*projector.Projector, *nats.Conn, *streams.Handles) {
