@@ -22,10 +22,10 @@ import (
 	"messenger/services/event"
 )
 
-// The HTTP API fuzzed against a running platform (a real embedded NATS, the
-// fan-out and one edge): bodies of every POST and PATCH route, and the query
-// parameters of every GET, and frames on a live WebSocket. Each fuzz worker starts its own platform. Seeds:
-// testdata/fuzz/FuzzAPIBody and testdata/fuzz/FuzzAPIQuery.
+// The client API fuzzed against a running platform (a real embedded NATS,
+// the fan-out and one edge): the body of every POST and PATCH route, the
+// query parameters of every GET, and frames on a live WebSocket. Each fuzz
+// worker starts its own platform. Seeds: testdata/fuzz/<FuzzName>.
 
 var fzID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
