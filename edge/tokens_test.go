@@ -1,53 +1,14 @@
 package edge_test
 
 import (
-	"context"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"messenger/edge"
-	"messenger/edge/auth"
-	"messenger/infra/natsauth"
 	"messenger/infra/platformtest"
 )
-
-// devEdgeURL starts one more edge on p with the development sign-in on (as
-// --dev has it) and returns its base URL (http://127.0.0.1:port).
-func devEdgeURL(t *testing.T, p *platformtest.Platform) string {
-	t.Helper()
-	nc, h := p.RoleHandles(natsauth.RoleEdge)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewHS256Verifier([]byte(platformtest.Secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := edge.New(edge.Config{}, edge.Deps{NC: nc, JS: js, Handles: h, Verifier: v, Log: p.Log, DevSigner: p.Signer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	e.Routes(mux)
-	srv := httptest.NewServer(mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = e.Run(ctx) }()
-	t.Cleanup(func() {
-		e.Abort()
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		<-done
-	})
-	return srv.URL
-}
 
 // do sends a request with the given Host (empty: the URL's) and headers
 // and returns the status.
@@ -164,7 +125,7 @@ func TestOriginDNSRebinding(t *testing.T) {
 // (same origin, JSON) still works.
 func TestDevTokenRefusesCrossOrigin(t *testing.T) {
 	p := platformtest.Start(t, platformtest.Options{})
-	base := devEdgeURL(t, p)
+	base := p.HTTP(p.StartDevEdge(edge.Config{}))
 	target := base + "/v1/dev/token"
 	own := base
 	body := `{"user":"mallory"}`

@@ -79,25 +79,46 @@ type multiLastRequest struct {
 // given subjects of stream (at most 1024); subjects without one are absent
 // from the result.
 func ReadLastOf(ctx context.Context, nc *nats.Conn, stream string, subjects_ []string) (map[string][]byte, error) {
-	out := make(map[string][]byte, len(subjects_))
 	if len(subjects_) == 0 {
-		return out, nil
+		return map[string][]byte{}, nil
 	}
-	req, _ := json.Marshal(multiLastRequest{MultiLast: subjects_, Batch: len(subjects_)})
+	out, err := readLast(ctx, nc, stream, multiLastRequest{MultiLast: subjects_, Batch: len(subjects_)})
+	if err != nil {
+		return out, fmt.Errorf("streams: read last of %s: %w", stream, err)
+	}
+	return out, nil
+}
+
+// ReadLastMatching reads, in one round trip, the last message of each
+// subject of stream that matches filter (a subject with wildcards), at most
+// max of them.
+func ReadLastMatching(ctx context.Context, nc *nats.Conn, stream, filter string, max int) (map[string][]byte, error) {
+	out, err := readLast(ctx, nc, stream, multiLastRequest{MultiLast: []string{filter}, Batch: max})
+	if err != nil {
+		return out, fmt.Errorf("streams: read last matching %s: %w", filter, err)
+	}
+	return out, nil
+}
+
+// readLast makes one multi-last direct get and gathers its answers by
+// subject until the server says the batch is over.
+func readLast(ctx context.Context, nc *nats.Conn, stream string, r multiLastRequest) (map[string][]byte, error) {
+	out := make(map[string][]byte, r.Batch)
+	req, _ := json.Marshal(r)
 	inbox := nc.NewRespInbox()
-	ch := make(chan *nats.Msg, len(subjects_)+2)
+	ch := make(chan *nats.Msg, r.Batch+2)
 	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return nil, fmt.Errorf("streams: read last of %s: %w", stream, err)
+		return nil, err
 	}
 	defer sub.Unsubscribe()
 	if err := nc.PublishRequest(subjects.DirectGet(stream), inbox, req); err != nil {
-		return nil, fmt.Errorf("streams: read last of %s: %w", stream, err)
+		return nil, err
 	}
 	for {
 		m, err := next(ctx, ch)
 		if err != nil {
-			return out, fmt.Errorf("streams: read last of %s: %w", stream, err)
+			return out, err
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
@@ -117,37 +138,5 @@ func next(ctx context.Context, ch <-chan *nats.Msg) (*nats.Msg, error) {
 		return m, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	}
-}
-
-// ReadLastMatching reads, in one round trip, the last message of each
-// subject of stream that matches filter (a subject with wildcards), at most
-// max of them.
-func ReadLastMatching(ctx context.Context, nc *nats.Conn, stream, filter string, max int) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	req, _ := json.Marshal(multiLastRequest{MultiLast: []string{filter}, Batch: max})
-	inbox := nc.NewRespInbox()
-	ch := make(chan *nats.Msg, max+2)
-	sub, err := nc.ChanSubscribe(inbox, ch)
-	if err != nil {
-		return nil, fmt.Errorf("streams: read last matching %s: %w", filter, err)
-	}
-	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(subjects.DirectGet(stream), inbox, req); err != nil {
-		return nil, fmt.Errorf("streams: read last matching %s: %w", filter, err)
-	}
-	for {
-		m, err := next(ctx, ch)
-		if err != nil {
-			return out, fmt.Errorf("streams: read last matching %s: %w", filter, err)
-		}
-		switch status := m.Header.Get("Status"); status {
-		case "":
-			out[m.Header.Get("Nats-Subject")] = m.Data
-		case "404", "204":
-			return out, nil
-		default:
-			return out, fmt.Errorf("%w: %s %s: %s", ErrDirectGet, stream, status, m.Header.Get("Description"))
-		}
 	}
 }

@@ -28,11 +28,8 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"messenger/edge"
-	"messenger/edge/auth"
-	"messenger/infra/natsauth"
 	"messenger/infra/platformtest"
 	"messenger/services/presence"
 )
@@ -63,39 +60,6 @@ func startPlatform(t *testing.T) *platformtest.Platform {
 		Edges:    1,
 		Presence: presence.Config{OnlineDelay: 300 * time.Millisecond, OfflineDelay: time.Second},
 	})
-}
-
-// devEdge starts one more edge on the platform with the development sign-in
-// on (as `messenger all --dev` has it) and returns its base URL.
-func devEdge(t *testing.T, p *platformtest.Platform) string {
-	t.Helper()
-	nc, h := p.RoleHandles(natsauth.RoleEdge)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewHS256Verifier([]byte(platformtest.Secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := edge.New(edge.Config{}, edge.Deps{NC: nc, JS: js, Handles: h, Verifier: v, Log: p.Log, DevSigner: p.Signer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	e.Routes(mux)
-	srv := httptest.NewServer(mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = e.Run(ctx) }()
-	t.Cleanup(func() {
-		e.Abort()
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		<-done
-	})
-	return srv.URL
 }
 
 // page is one browser (its own profile) with one tab.
@@ -377,7 +341,7 @@ func apiSend(t *testing.T, p *platformtest.Platform, user string, body map[strin
 func TestSignInAndChat(t *testing.T) {
 	needBrowser(t)
 	p := startPlatform(t)
-	base := devEdge(t, p)
+	base := p.HTTP(p.StartDevEdge(edge.Config{}))
 
 	alice := newPage(t, "alice", 1280, 800)
 	alice.do(chromedp.Navigate(base + "/"))

@@ -10,6 +10,7 @@ import (
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"messenger/edge"
 	"messenger/web"
 )
 
@@ -47,7 +48,7 @@ func TestSecurityHeaders(t *testing.T) {
 func TestPageWorksUnderItsCSP(t *testing.T) {
 	needBrowser(t)
 	p := startPlatform(t)
-	base := devEdge(t, p)
+	base := p.HTTP(p.StartDevEdge(edge.Config{}))
 	alice := newPage(t, "alice", 1280, 800)
 	alice.do(func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
 		_, err := cdp.Call(ctx, tg, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{

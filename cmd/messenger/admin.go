@@ -31,7 +31,7 @@ func admin(ctx context.Context, cmd string, cfg *config, drop bool) error {
 	if err != nil {
 		return err
 	}
-	sc := streams.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, QueueMaxAge: cfg.QueueMaxAge, DedupWindow: cfg.DedupWindow}
+	sc := cfg.streams()
 	h, err := streams.Open(ctx, js, sc)
 	if err != nil {
 		return err

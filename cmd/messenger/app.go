@@ -105,7 +105,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 	}
 
 	// NATS: embedded for all and nats, a client connection otherwise.
-	sc := streams.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, QueueMaxAge: cfg.QueueMaxAge, DedupWindow: cfg.DedupWindow}
+	sc := cfg.streams()
 	if err := sc.Validate(); err != nil {
 		return fail(err)
 	}

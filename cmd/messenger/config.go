@@ -9,6 +9,7 @@ import (
 	"messenger/edge"
 	"messenger/edge/auth"
 	"messenger/infra/flagenv"
+	"messenger/streams"
 )
 
 // config is every setting of every role. Each has a flag and an
@@ -209,4 +210,10 @@ func (c *config) origins() []string {
 		}
 	}
 	return out
+}
+
+// streams is the stream layout the flags ask for, the same for every role
+// and command.
+func (c *config) streams() streams.Config {
+	return streams.Config{Partitions: c.Partitions, Replicas: c.Replicas, QueueMaxAge: c.QueueMaxAge, DedupWindow: c.DedupWindow}
 }

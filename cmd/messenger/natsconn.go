@@ -127,7 +127,7 @@ func setup(ctx context.Context, cfg *config) error {
 		return err
 	}
 	defer log.Sync()
-	sc := streams.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, QueueMaxAge: cfg.QueueMaxAge, DedupWindow: cfg.DedupWindow}
+	sc := cfg.streams()
 	nc, err := dialNATS(cfg, cfg.NATS, natsauth.RoleAdmin, "", nil, log, nats.MaxReconnects(0))
 	if err != nil {
 		return err

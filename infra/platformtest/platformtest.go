@@ -371,7 +371,14 @@ func (p *Platform) WaitProjected() {
 }
 
 // StartEdge starts one more edge and returns its index.
-func (p *Platform) StartEdge(cfg edge.Config) int {
+func (p *Platform) StartEdge(cfg edge.Config) int { return p.startEdge(cfg, nil) }
+
+// StartDevEdge starts one more edge with the development sign-in on (as
+// `messenger all --dev` has it, with the platform's signer) and returns
+// its index.
+func (p *Platform) StartDevEdge(cfg edge.Config) int { return p.startEdge(cfg, p.Signer) }
+
+func (p *Platform) startEdge(cfg edge.Config, dev *auth.Signer) int {
 	var e *edge.Edge
 	nc := p.RoleConn(natsauth.RoleEdge,
 		nats.ErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
@@ -392,7 +399,7 @@ func (p *Platform) StartEdge(cfg edge.Config) int {
 		p.t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	d := edge.Deps{NC: nc, JS: js, Handles: h, Verifier: v, Log: p.Log, Metrics: reg}
+	d := edge.Deps{NC: nc, JS: js, Handles: h, Verifier: v, Log: p.Log, Metrics: reg, DevSigner: dev}
 	if p.CH != nil {
 		d.Projection = &history.ClickHouse{Conn: p.CH}
 	}
