@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"messenger/client/proto"
 	"messenger/services/event"
 	"messenger/services/history"
@@ -227,11 +229,36 @@ func (e *Edge) Conversations(ctx context.Context, user string, limit int) ([]Con
 const fanoutFlushWait = time.Second
 
 // flushFanout asks the fan-outs to store what they hold in memory of
-// user's summaries and of every watermark (subjects.FanoutFlush). Without an
-// answer (no fan-out running, or one too busy) the reader reads what is
-// stored.
+// user's summaries and of every watermark (subjects.FanoutFlush). Fan-outs
+// sharing the partitions each hold some of the user's summaries: each
+// answers with how many share them, and the reader waits for that many
+// answers. Without them all within fanoutFlushWait (no fan-out running, one
+// too busy, or one that just died and is still counted) the reader reads
+// what is stored.
 func (e *Edge) flushFanout(user string) {
-	_, _ = e.nc.Request(subjects.FanoutFlush, []byte(user), fanoutFlushWait)
+	inbox := e.nc.NewRespInbox()
+	ch := make(chan *nats.Msg, 64)
+	sub, err := e.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return
+	}
+	defer sub.Unsubscribe()
+	if err := e.nc.PublishRequest(subjects.FanoutFlush, inbox, []byte(user)); err != nil {
+		return
+	}
+	timeout := time.NewTimer(fanoutFlushWait)
+	defer timeout.Stop()
+	for want, got := 1, 0; got < want; {
+		select {
+		case m := <-ch:
+			got++
+			if n, err := strconv.Atoi(string(m.Data)); err == nil && n > want {
+				want = n
+			}
+		case <-timeout.C:
+			return
+		}
+	}
 }
 
 // summaries reads every conversation summary of user: batch direct gets on

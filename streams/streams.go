@@ -54,7 +54,26 @@ const (
 	// by the edges before a create or an add: what bounds the groups per
 	// user (conversation.Memberships).
 	BucketUserGroups = "user_groups"
+	// BucketWorkers maps "<kind>.<worker id>" to a live worker of that kind
+	// (fan-out, projector): each puts its key every heartbeat and the
+	// bucket's TTL (WorkersTTL) removes the key of one that stopped beating
+	// (services/partition).
+	BucketWorkers = "workers"
 )
+
+// WorkersTTL is how long a worker's key outlives its last heartbeat: the
+// bound on how long a dead worker's partitions wait for a new owner (plus
+// one heartbeat for the others to notice).
+const WorkersTTL = 4 * time.Second
+
+// WorkerKey is the key of worker id of kind in BucketWorkers; id must be a
+// valid subject token (partition.SanitizeID).
+func WorkerKey(kind, id string) string { return kind + "." + id }
+
+// WorkersFilter matches the keys of every worker of kind, as a subject of
+// the bucket's stream.
+func WorkersFilter(kind string) string { return subjects.KVKey(BucketWorkers, kind+".*") }
+
 
 // Config sets the shape of the streams. The zero value is valid: see the
 // defaults on each field.
@@ -209,6 +228,7 @@ func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 		{Bucket: BucketPresence, Description: "presence as told to watchers, and last seen", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketPush, Description: "devices registered for push notifications", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketUserGroups, Description: "the groups each user is a member of", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketWorkers, Description: "live fan-out and projector workers (partition ownership)", History: 1, TTL: WorkersTTL, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }
 
@@ -282,6 +302,7 @@ type Handles struct {
 	Presence   jetstream.KeyValue
 	Push       jetstream.KeyValue
 	UserGroups jetstream.KeyValue
+	Workers    jetstream.KeyValue
 }
 
 // ErrNotReady means the streams do not exist yet (nobody ran Ensure).
@@ -334,6 +355,9 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 	}
 	if h.UserGroups, err = js.KeyValue(ctx, BucketUserGroups); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketUserGroups, err)
+	}
+	if h.Workers, err = js.KeyValue(ctx, BucketWorkers); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketWorkers, err)
 	}
 	return h, nil
 }

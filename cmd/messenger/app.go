@@ -59,7 +59,8 @@ func (a *app) runProjector(ctx context.Context) error {
 	if err != nil {
 		return nil
 	}
-	p, err := projector.New(projector.Config{BatchSize: a.cfg.ProjectorBatch, BatchWait: a.cfg.ProjectorWait}, a.js, a.h, conn, a.log, a.reg)
+	p, err := projector.New(projector.Config{BatchSize: a.cfg.ProjectorBatch, BatchWait: a.cfg.ProjectorWait,
+		Ownership: a.cfg.PartitionOwnership, WorkerID: a.cfg.WorkerID}, a.js, a.h, conn, a.log, a.reg)
 	if err != nil {
 		return err
 	}
@@ -200,7 +201,8 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		if err != nil {
 			return fail(err)
 		}
-		f, err := fanout.New(fanout.Config{Shards: cfg.FanoutShards, CheckpointEvery: cfg.FanoutFlush}, nc, js, h, a.log, reg)
+		f, err := fanout.New(fanout.Config{Shards: cfg.FanoutShards, CheckpointEvery: cfg.FanoutFlush,
+			Ownership: cfg.PartitionOwnership, WorkerID: cfg.WorkerID}, nc, js, h, a.log, reg)
 		if err != nil {
 			return fail(err)
 		}

@@ -81,6 +81,9 @@ type config struct {
 	MaxPushTokens                                                                 int
 	HTTPReadTimeout, HTTPWriteTimeout, HTTPIdleTimeout                            time.Duration
 	HTTPMaxHeaderBytes                                                            int
+	// partition ownership of the fan-outs and projectors (issue 13, services/partition)
+	PartitionOwnership bool
+	WorkerID           string
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -146,6 +149,13 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClickHouseCA, "clickhouse-ca", "", "PEM file of the CA that signed ClickHouse's certificate (default: the system's; implies --clickhouse-tls)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve /metrics on this address of its own instead of --http (then --http answers 404 for /metrics)")
 	c.limitFlags(fs)
+	c.ownershipFlags(fs)
+}
+
+// ownershipFlags: how fan-outs and projectors share the partitions (issue 13).
+func (c *config) ownershipFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.PartitionOwnership, "partition-ownership", true, "fan-outs and projectors share the partitions: each works those it owns among the live ones of its kind and takes a dead one's within seconds (false: every one works every partition)")
+	fs.StringVar(&c.WorkerID, "worker-id", "", "this fan-out's or projector's name among its kind (default: host name and process id)")
 }
 
 // limitFlags: per-user limits of client writes (per edge) and the HTTP

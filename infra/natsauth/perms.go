@@ -111,6 +111,8 @@ func RolePerms(role string) (Perms, error) {
 		p.PubAllow = append(p.PubAllow,
 			subjects.QueueAll, subjects.InboxSummariesAll, subjects.LiveAll,
 			subjects.KVAll(streams.BucketWatermarks), subjects.KVAll(streams.BucketFanout), subjects.KVAll(streams.BucketConvs),
+			// its lease among the fan-outs sharing the partitions (services/partition)
+			subjects.KVAll(streams.BucketWorkers),
 			// its ordered consumers on the conversation streams (names are generated)
 			subjects.JSConsumerCreate("*", "*"), subjects.JSConsumerCreateFiltered("*", "*"),
 			subjects.JSConsumerInfo("*", "*"), subjects.JSConsumerNext("*", "*"), subjects.JSConsumerDelete("*", "*"),
@@ -128,6 +130,8 @@ func RolePerms(role string) (Perms, error) {
 			subjects.JSConsumerCreate("*", d), subjects.JSConsumerInfo("*", d), subjects.JSConsumerNext("*", d),
 			subjects.JSConsumerDelete("*", d), subjects.JSAck("*", d),
 			subjects.JSStreamMsgDelete(streams.DeadLetterStream),
+			// its lease among the projectors sharing the partitions (services/partition)
+			subjects.KVAll(streams.BucketWorkers),
 		)
 		return p, nil
 	case RolePresence:

@@ -107,6 +107,71 @@ type running struct {
 	done   chan struct{}
 }
 
+// stop stops the service (ctx first: it hands over what it holds), then
+// closes its connection; kill closes the connection first, as SIGKILL
+// would (nothing is handed over, a lease is left to expire). Both may be
+// called more than once.
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+	r.nc.Close()
+}
+
+func (r *running) kill() {
+	r.nc.Close()
+	r.cancel()
+	<-r.done
+}
+
+// Worker is one fan-out or projector a test started apart (StartFanoutWorker,
+// StartProjectorWorker); the platform stops it with the test too.
+type Worker struct {
+	r         *running
+	Fanout    *fanout.Fanout       // set for a fan-out
+	Projector *projector.Projector // set for a projector
+}
+
+// Stop stops the worker cleanly: it hands its partitions over and leaves.
+func (w *Worker) Stop() { w.r.stop() }
+
+// Kill stops the worker as a crash would: its connection goes first.
+func (w *Worker) Kill() { w.r.kill() }
+
+// Owned is the partitions the worker works now.
+func (w *Worker) Owned() []int {
+	if w.Fanout != nil {
+		return w.Fanout.Owned()
+	}
+	return w.Projector.Owned()
+}
+
+// StartFanoutWorker starts one more fan-out with cfg (Options.Fanout is not
+// used) and returns it.
+func (p *Platform) StartFanoutWorker(cfg fanout.Config) *Worker {
+	nc := p.RoleConn(natsauth.RoleFanout)
+	js, h := p.handles(nc)
+	f, err := fanout.New(cfg, nc, js, h, p.Log, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return &Worker{r: p.run("fanout", nc, f.Run, &p.fanouts), Fanout: f}
+}
+
+// StartProjectorWorker starts one more projector with cfg (BatchWait 1 s
+// unless set) and returns it; the platform needs Options.ClickHouse.
+func (p *Platform) StartProjectorWorker(cfg projector.Config) *Worker {
+	if cfg.BatchWait == 0 {
+		cfg.BatchWait = time.Second
+	}
+	nc := p.RoleConn(natsauth.RoleProjector)
+	js, h := p.handles(nc)
+	pr, err := projector.New(cfg, js, h, p.CH, p.Log, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return &Worker{r: p.run("projector", nc, pr.Run, &p.projectors), Projector: pr}
+}
+
 // Start starts a platform that stops with the test.
 func Start(t testing.TB, o Options) *Platform {
 	t.Helper()
@@ -240,7 +305,7 @@ func (p *Platform) StartFanout() {
 func (p *Platform) StopFanout() { p.stopAll(&p.fanouts) }
 
 // run runs a service on its own connection until stopAll.
-func (p *Platform) run(name string, nc *nats.Conn, run func(context.Context) error, into *[]*running) {
+func (p *Platform) run(name string, nc *nats.Conn, run func(context.Context) error, into *[]*running) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{nc: nc, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -252,6 +317,7 @@ func (p *Platform) run(name string, nc *nats.Conn, run func(context.Context) err
 	p.mu.Lock()
 	*into = append(*into, r)
 	p.mu.Unlock()
+	return r
 }
 
 // stopAll stops the services in list, as a crash would: their connections close.
@@ -261,9 +327,7 @@ func (p *Platform) stopAll(list *[]*running) {
 	*list = nil
 	p.mu.Unlock()
 	for _, r := range rs {
-		r.cancel()
-		<-r.done
-		r.nc.Close()
+		r.stop()
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"messenger/services/conversation"
 	"messenger/services/event"
+	"messenger/services/partition"
 	"messenger/streams"
 	"messenger/subjects"
 )
@@ -43,6 +44,13 @@ type Config struct {
 	InboxCache int
 	// StopGrace bounds, at stop, the time to finish the writes already read. Default 5s.
 	StopGrace time.Duration
+	// Ownership: work only the partitions this fan-out owns among the live
+	// fan-outs (services/partition), handing them over as fan-outs come and
+	// go. Off (the zero value): every partition, whoever else runs.
+	Ownership bool
+	// WorkerID names this fan-out among the fan-outs (default: host name
+	// and process id).
+	WorkerID string
 }
 
 func (c Config) withDefaults() Config {
@@ -79,6 +87,12 @@ type Fanout struct {
 	marks  *watermarks
 	convs  *conversation.Store // groups' metadata
 	live   liveReceipts
+	member *partition.Member // nil: every partition
+	// floors are the partitions being worked, by partition; saveMu orders
+	// the checkpoint writes of the periodic save and of a hand-over.
+	floorsMu sync.Mutex
+	floors   map[int]*floor
+	saveMu   sync.Mutex
 	// stopped: the shards' channels are closed (no more flush requests);
 	// flushMu orders a request's queueing before the close.
 	stopped atomic.Bool
@@ -91,7 +105,14 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, h *streams.Handles, 
 		return nil, errors.New("fanout: missing dependency")
 	}
 	cfg = cfg.withDefaults()
-	f := &Fanout{cfg: cfg, nc: nc, js: js, h: h, log: log.With(zap.String("component", "fanout")), m: newMetrics(reg)}
+	f := &Fanout{cfg: cfg, nc: nc, js: js, h: h, log: log.With(zap.String("component", "fanout")), m: newMetrics(reg), floors: map[int]*floor{}}
+	if cfg.Ownership {
+		var err error
+		f.member, err = partition.New(partition.Config{Kind: partition.KindFanout, ID: cfg.WorkerID, Partitions: len(h.Conv)}, nc, h.Workers, log, reg)
+		if err != nil {
+			return nil, fmt.Errorf("fanout: %w", err)
+		}
+	}
 	f.marks = newWatermarks(js, h.Watermarks)
 	f.convs = conversation.NewStore(nc, h, f.log)
 	for i := 0; i < cfg.Shards; i++ {
@@ -112,26 +133,6 @@ func (f *Fanout) Run(ctx context.Context) error {
 		writers.Add(1)
 		go func() { defer writers.Done(); s.run(wctx) }()
 	}
-	var readers sync.WaitGroup
-	floors := make([]*floor, len(f.h.Conv))
-	errc := make(chan error, len(f.h.Conv))
-	for p := range f.h.Conv {
-		cp, err := f.loadCheckpoint(ctx, p)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		floors[p] = newFloor(cp)
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			if err := f.runPartition(ctx, p, floors[p]); err != nil {
-				errc <- err
-			}
-		}()
-	}
 	// Summaries asked for by a reader of the conversation list are stored
 	// at once, so that the list shows every event the fan-out handled
 	// however long the flush interval.
@@ -142,10 +143,16 @@ func (f *Fanout) Run(ctx context.Context) error {
 	}
 	stopSaving := make(chan struct{})
 	saved := make(chan struct{})
-	go func() { defer close(saved); f.saveCheckpoints(stopSaving, floors) }()
+	go func() { defer close(saved); f.saveCheckpoints(stopSaving) }()
 	go f.runLiveReceipts(stopSaving, time.Second)
 
-	readers.Wait()
+	work := func(pctx context.Context, p int) error { return f.workPartition(ctx, pctx, p) }
+	var runErr error
+	if f.member != nil {
+		runErr = f.member.Run(ctx, work)
+	} else {
+		runErr = partition.All(ctx, len(f.h.Conv), work)
+	}
 	_ = flushSub.Unsubscribe()
 	// What was read gets a bounded time to be written: a write that cannot
 	// be stored (NATS gone) is left to the next run, from the checkpoint.
@@ -160,13 +167,88 @@ func (f *Fanout) Run(ctx context.Context) error {
 		close(s.in) // each shard stores its changed summaries as it ends
 	}
 	writers.Wait()
-	f.saveOnce(floors, make([]uint64, len(floors)))
-	select {
-	case err := <-errc:
+	f.saveOnce(map[int]uint64{})
+	return runErr
+}
+
+// workPartition fans out partition p from its checkpoint until pctx ends.
+// Then, with ownership (or when only pctx ended: ctx is the whole run's),
+// the partition is handed over: what was read is written, the summaries and
+// watermarks stored, then its checkpoint, from which the next owner starts.
+// Without ownership, when the whole run ends, Run stores everything at once.
+func (f *Fanout) workPartition(ctx, pctx context.Context, p int) error {
+	cp, err := f.loadCheckpoint(pctx, p)
+	if err != nil {
+		if pctx.Err() != nil {
+			return nil
+		}
 		return err
-	default:
-		return nil
 	}
+	if f.member != nil {
+		// Another fan-out may have worked p meanwhile: what this one
+		// remembers of p's watermarks may be behind the stored ones.
+		f.marks.forget(func(conv string) bool { return f.h.Layout.ConvPartition(conv) == p })
+	}
+	fl := newFloor(cp)
+	f.floorsMu.Lock()
+	f.floors[p] = fl
+	f.floorsMu.Unlock()
+	err = f.runPartition(pctx, p, fl)
+	if ctx.Err() == nil || f.member != nil {
+		// With ownership, a whole stop hands over too, before the lease
+		// is deleted and the others take the partition.
+		f.handOver(p, fl)
+	}
+	return err
+}
+
+// handOver finishes partition p's writes (for at most StopGrace), stores
+// the summaries and watermarks, then p's checkpoint, and forgets p.
+func (f *Fanout) handOver(p int, fl *floor) {
+	deadline := time.Now().Add(f.cfg.StopGrace)
+	for !fl.idle() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.saveMu.Lock()
+	defer f.saveMu.Unlock()
+	f.floorsMu.Lock()
+	delete(f.floors, p)
+	f.floorsMu.Unlock()
+	f.flushShards()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !f.marks.flush(ctx) {
+		f.log.Warn("hand over: watermarks not stored; the checkpoint stays where it was", zap.Int("partition", p))
+		return
+	}
+	v := fl.value()
+	if _, err := f.h.Fanout.Put(ctx, streams.FanoutCheckpointKey(p), []byte(strconv.FormatUint(v, 10))); err != nil {
+		f.log.Warn("hand over: save checkpoint", zap.Int("partition", p), zap.Error(err))
+		return
+	}
+	f.m.checkpoints.WithLabelValues(strconv.Itoa(p)).Set(float64(v))
+	f.log.Info("partition handed over", zap.Int("partition", p), zap.Uint64("checkpoint", v))
+}
+
+// Members is how many fan-outs share the partitions as this one sees it (1
+// without ownership).
+func (f *Fanout) Members() int {
+	if f.member == nil {
+		return 1
+	}
+	return f.member.Members()
+}
+
+// Owned is the partitions this fan-out works now.
+func (f *Fanout) Owned() []int {
+	if f.member == nil {
+		all := make([]int, len(f.h.Conv))
+		for p := range all {
+			all[p] = p
+		}
+		return all
+	}
+	return f.member.Owned()
 }
 
 func (f *Fanout) loadCheckpoint(ctx context.Context, p int) (uint64, error) {
@@ -187,11 +269,8 @@ func (f *Fanout) loadCheckpoint(ctx context.Context, p int) (uint64, error) {
 // saveCheckpoints saves, every CheckpointEvery, how far each conversation
 // stream is fanned out. The summaries the shards changed are stored first,
 // so a checkpoint never passes an event whose effects are only in memory.
-func (f *Fanout) saveCheckpoints(stop <-chan struct{}, floors []*floor) {
-	saved := make([]uint64, len(floors))
-	for i, fl := range floors {
-		saved[i] = fl.value()
-	}
+func (f *Fanout) saveCheckpoints(stop <-chan struct{}) {
+	saved := map[int]uint64{}
 	t := time.NewTicker(f.cfg.CheckpointEvery)
 	defer t.Stop()
 	for {
@@ -199,20 +278,26 @@ func (f *Fanout) saveCheckpoints(stop <-chan struct{}, floors []*floor) {
 		case <-stop:
 			return
 		case <-t.C:
-			f.saveOnce(floors, saved)
+			f.saveOnce(saved)
 		}
 	}
 }
 
-// saveOnce flushes the shards (when they run) and saves the checkpoints
-// that moved; saved holds what was saved last.
-func (f *Fanout) saveOnce(floors []*floor, saved []uint64) {
-	values := make([]uint64, len(floors))
+// saveOnce flushes the shards (when they run) and saves the checkpoints of
+// the partitions worked that moved; saved holds what was saved last (a
+// partition absent from it: nothing yet).
+func (f *Fanout) saveOnce(saved map[int]uint64) {
+	f.saveMu.Lock()
+	defer f.saveMu.Unlock()
+	values := map[int]uint64{}
 	moved := false
-	for p, fl := range floors {
+	f.floorsMu.Lock()
+	for p, fl := range f.floors {
 		values[p] = fl.value()
-		moved = moved || values[p] != saved[p]
+		prev, ok := saved[p]
+		moved = moved || !ok || values[p] != prev
 	}
+	f.floorsMu.Unlock()
 	if !moved {
 		return
 	}
@@ -225,7 +310,7 @@ func (f *Fanout) saveOnce(floors []*floor, saved []uint64) {
 		return
 	}
 	for p, v := range values {
-		if v == saved[p] {
+		if prev, ok := saved[p]; ok && v == prev {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -242,7 +327,7 @@ func (f *Fanout) saveOnce(floors []*floor, saved []uint64) {
 
 // flushUser answers a FanoutFlush request: the user's changed summaries
 // are stored (by the user's shard, after the writes queued before), and
-// every changed watermark, then the empty answer goes. No answer once the shards have stopped.
+// every changed watermark, then the answer goes. No answer once the shards have stopped.
 func (f *Fanout) flushUser(m *nats.Msg) {
 	user := string(m.Data)
 	if user == "" || f.stopped.Load() {
@@ -260,7 +345,9 @@ func (f *Fanout) flushUser(m *nats.Msg) {
 	f.marks.flush(ctx)
 	cancel()
 	<-done
-	_ = m.Respond(nil)
+	// The answer is how many fan-outs share the partitions: the reader
+	// waits for that many answers (each holds some users' summaries).
+	_ = m.Respond([]byte(strconv.Itoa(f.Members())))
 }
 
 // flushShards asks every shard to store its changed summaries and waits;

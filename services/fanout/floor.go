@@ -57,3 +57,10 @@ func (f *floor) value() uint64 {
 	defer f.mu.Unlock()
 	return f.done
 }
+
+// idle tells that every started seq is finished.
+func (f *floor) idle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.order) == 0
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +88,19 @@ func (w *watermarks) current(ctx context.Context, key string) (*knownMark, error
 	}
 	w.remember(key, k)
 	return k, nil
+}
+
+// forget drops the stored (clean) watermarks of the conversations inConv
+// selects: another fan-out may have stored newer ones meanwhile.
+func (w *watermarks) forget(inConv func(conv string) bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for key := range w.known {
+		conv, _, _ := strings.Cut(key, ".")
+		if w.dirty[key] == nil && inConv(conv) {
+			delete(w.known, key)
+		}
+	}
 }
 
 // apply raises the member's watermark with a receipt. It reports the status

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"messenger/services/partition"
 	"messenger/streams"
 	"messenger/subjects"
 )
@@ -34,6 +35,13 @@ type Config struct {
 	MaxTries int
 	// MaxBackoff caps the wait between retries while ClickHouse is away. Default 5s.
 	MaxBackoff time.Duration
+	// Ownership: project only the partitions this projector owns among the
+	// live projectors (services/partition), handing them over as projectors
+	// come and go. Off (the zero value): every partition.
+	Ownership bool
+	// WorkerID names this projector among the projectors (default: host
+	// name and process id).
+	WorkerID string
 }
 
 func (c Config) withDefaults() Config {
@@ -60,6 +68,8 @@ type Projector struct {
 	ch  driver.Conn
 	log *zap.Logger
 	m   *metrics
+	// member is this projector's share of the partitions; nil: all.
+	member *partition.Member
 }
 
 // New makes a projector writing to ch.
@@ -67,32 +77,40 @@ func New(cfg Config, js jetstream.JetStream, h *streams.Handles, ch driver.Conn,
 	if js == nil || h == nil || ch == nil || log == nil {
 		return nil, errors.New("projector: missing dependency")
 	}
-	return &Projector{cfg: cfg.withDefaults(), js: js, h: h, ch: ch, log: log.With(zap.String("component", "projector")), m: newMetrics(reg)}, nil
+	p := &Projector{cfg: cfg.withDefaults(), js: js, h: h, ch: ch, log: log.With(zap.String("component", "projector")), m: newMetrics(reg)}
+	if cfg.Ownership {
+		var err error
+		p.member, err = partition.New(partition.Config{Kind: partition.KindProjector, ID: cfg.WorkerID, Partitions: len(h.Conv)}, js.Conn(), h.Workers, log, reg)
+		if err != nil {
+			return nil, fmt.Errorf("projector: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// Owned is the partitions this projector works now.
+func (p *Projector) Owned() []int {
+	if p.member == nil {
+		all := make([]int, len(p.h.Conv))
+		for i := range all {
+			all[i] = i
+		}
+		return all
+	}
+	return p.member.Owned()
 }
 
 // Run projects until ctx ends; a batch being inserted then is finished and
 // acked (or left unacked, for the next run, if ClickHouse is away).
 func (p *Projector) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errc := make(chan error, len(p.h.Conv))
-	for part := range p.h.Conv {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := p.runPartition(ctx, part); err != nil {
-				errc <- err
-			}
-		}()
-	}
 	wg.Add(1)
 	go func() { defer wg.Done(); p.watchLag(ctx) }()
-	wg.Wait()
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
+	defer wg.Wait()
+	if p.member != nil {
+		return p.member.Run(ctx, p.runPartition)
 	}
+	return partition.All(ctx, len(p.h.Conv), p.runPartition)
 }
 
 func (p *Projector) consumer(ctx context.Context, part int) (jetstream.Consumer, error) {
