@@ -74,7 +74,6 @@ func WorkerKey(kind, id string) string { return kind + "." + id }
 // the bucket's stream.
 func WorkersFilter(kind string) string { return subjects.KVKey(BucketWorkers, kind+".*") }
 
-
 // Config sets the shape of the streams. The zero value is valid: see the
 // defaults on each field.
 type Config struct {
