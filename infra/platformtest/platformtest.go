@@ -60,6 +60,9 @@ type Options struct {
 	// ClickHouseAddr overrides infra/clickhouse.TestAddr() (a private server).
 	ClickHouseAddr string
 	Projector      projector.Config
+	// NoProjector: with ClickHouse, start no projector (a test starts its
+	// own with StartProjectorWorker).
+	NoProjector bool
 	// Presence configures the presence service (always started).
 	Presence presence.Config
 	// Fanout configures the fan-out.
@@ -224,7 +227,7 @@ func Start(t testing.TB, o Options) *Platform {
 	if !o.NoFanout {
 		p.StartFanout()
 	}
-	if o.ClickHouse {
+	if o.ClickHouse && !o.NoProjector {
 		p.StartProjector()
 	}
 	p.StartPresence()
