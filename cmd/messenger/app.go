@@ -129,7 +129,8 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 			listen = net.JoinHostPort(host, "-1")
 		}
 		ns, err = natsserver.Start(natsserver.Config{Listen: listen, DataDir: cfg.Data, SyncAlways: cfg.SyncAlways,
-			Users: users, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey, TLSCA: cfg.NATSTLSCA})
+			Users: users, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey, TLSCA: cfg.NATSTLSCA,
+			ServerName: cfg.NATSServerName, ClusterName: cfg.NATSClusterName, ClusterListen: cfg.NATSClusterListen, Routes: cfg.routes()})
 		if err != nil {
 			return fail(err)
 		}
@@ -137,7 +138,8 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		reg.MustRegister(natsserver.NewCollector(ns))
 		cleanups = append(cleanups, func() { ns.Shutdown(); ns.WaitForShutdown() })
 		a.log.Info("embedded nats started", zap.String("url", ns.ClientURL()), zap.String("store", filepath.Join(cfg.Data, "jetstream")),
-			zap.Bool("sync_always", cfg.SyncAlways), zap.String("identities", cfg.natsCreds()), zap.Bool("tls", cfg.NATSTLSCert != ""))
+			zap.Bool("sync_always", cfg.SyncAlways), zap.String("identities", cfg.natsCreds()), zap.Bool("tls", cfg.NATSTLSCert != ""),
+			zap.String("server_name", cfg.NATSServerName), zap.String("cluster_listen", cfg.NATSClusterListen), zap.Strings("routes", cfg.routes()))
 		url = ns.ClientURL()
 	}
 	// dial connects as role, closed by cleanup; the first one made is the
@@ -165,8 +167,13 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		if err != nil {
 			return fail(err)
 		}
-		if _, err := open(js, true); err != nil {
-			return fail(err)
+		// A node of a cluster does not make the streams: alone it has no
+		// quorum for them. `messenger setup --replicas 3` makes them once
+		// the nodes are up, as on a nats-server cluster.
+		if cmd == "all" || cfg.NATSClusterListen == "" {
+			if _, err := open(js, true); err != nil {
+				return fail(err)
+			}
 		}
 		if cmd == "all" {
 			a.conns = a.conns[:0]
@@ -316,6 +323,12 @@ func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	if !ready {
 		http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+		return
+	}
+	if a.ns != nil && a.ns.JetStreamIsClustered() && !a.ns.JetStreamIsCurrent() {
+		// A node with no JetStream leader in sight (no quorum yet, or cut
+		// off) cannot store anything.
+		http.Error(w, "not ready (no JetStream quorum: are the other nodes up?)\n", http.StatusServiceUnavailable)
 		return
 	}
 	body := "ready\n"

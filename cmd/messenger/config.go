@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -84,6 +85,11 @@ type config struct {
 	// partition ownership of the fan-outs and projectors (issue 13, services/partition)
 	PartitionOwnership bool
 	WorkerID           string
+	// NATS cluster of the embedded server (issue 13, cluster).
+	NATSServerName    string
+	NATSClusterName   string
+	NATSClusterListen string
+	NATSRoutes        string
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -150,12 +156,40 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve /metrics on this address of its own instead of --http (then --http answers 404 for /metrics)")
 	c.limitFlags(fs)
 	c.ownershipFlags(fs)
+	c.clusterFlags(fs)
 }
 
 // ownershipFlags: how fan-outs and projectors share the partitions (issue 13).
 func (c *config) ownershipFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.PartitionOwnership, "partition-ownership", true, "fan-outs and projectors share the partitions: each works those it owns among the live ones of its kind and takes a dead one's within seconds (false: every one works every partition)")
 	fs.StringVar(&c.WorkerID, "worker-id", "", "this fan-out's or projector's name among its kind (default: host name and process id)")
+}
+
+// clusterFlags: the embedded NATS server as a node of a cluster (all, nats).
+func (c *config) clusterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.NATSServerName, "nats-server-name", defaultServerName(), "name of the embedded NATS server, unique in its cluster and kept across restarts (JetStream knows its peers by it)")
+	fs.StringVar(&c.NATSClusterName, "nats-cluster-name", "messenger", "name of the NATS cluster, the same on every node")
+	fs.StringVar(&c.NATSClusterListen, "nats-cluster-listen", "", "host:port for routes from the other NATS nodes (empty: no cluster); off loopback it needs --nats-tls-cert, --nats-tls-key and --nats-tls-ca (routes use mutual TLS)")
+	fs.StringVar(&c.NATSRoutes, "nats-routes", "", "comma-separated route URLs of the cluster's nodes (nats-route://host:port; this node's own may be listed too)")
+}
+
+// defaultServerName is the host name, or n1 when there is none.
+func defaultServerName() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "n1"
+}
+
+// routes are --nats-routes, split.
+func (c *config) routes() []string {
+	var out []string
+	for _, r := range strings.Split(c.NATSRoutes, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // limitFlags: per-user limits of client writes (per edge) and the HTTP

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -40,11 +42,34 @@ type Config struct {
 	// clients must use TLS (in-process connections excepted). TLSCA, when
 	// set too, is the CA whose client certificates are required (mutual TLS).
 	TLSCert, TLSKey, TLSCA string
+
+	// ServerName names this server among its cluster's; JetStream in a
+	// cluster knows its peers by it, so each node needs its own, kept
+	// across restarts. Default "messenger".
+	ServerName string
+	// ClusterName is the name every node of one cluster shares. Default
+	// "messenger" (used only with ClusterListen).
+	ClusterName string
+	// ClusterListen is host:port for the routes from the other nodes; empty:
+	// no cluster (a single server). A listener off loopback needs TLS
+	// (TLSCert, TLSKey and TLSCA): routes then use mutual TLS with the same
+	// certificate and CA, so only nodes holding a certificate of that CA
+	// join; without it Start refuses (ErrOpenRoutes).
+	ClusterListen string
+	// Routes are the other nodes' route URLs (nats-route://host:port); a
+	// node may list itself too (nats-server ignores it), so every node can
+	// be given the same list.
+	Routes []string
 }
 
 // ErrOpenListener refuses a listener reachable from other hosts with no
 // authentication: anyone there could read and forge every message.
 var ErrOpenListener = errors.New("natsserver: refusing a non-loopback listener without authentication")
+
+// ErrOpenRoutes refuses a cluster listener reachable from other hosts
+// without route TLS: anyone there could join the cluster as a node and
+// read or change every stream.
+var ErrOpenRoutes = errors.New("natsserver: refusing a non-loopback cluster listener without TLS (--nats-tls-cert, --nats-tls-key and --nats-tls-ca)")
 
 // Start starts the server and waits until it accepts connections.
 func Start(cfg Config) (*server.Server, error) {
@@ -66,8 +91,12 @@ func Start(cfg Config) (*server.Server, error) {
 	if len(cfg.Users) == 0 && !loopback(host) {
 		return nil, fmt.Errorf("%w: %s (give the server its users: messenger nats-creds)", ErrOpenListener, listen)
 	}
+	name := cfg.ServerName
+	if name == "" {
+		name = "messenger"
+	}
 	opts := &server.Options{
-		ServerName:         "messenger",
+		ServerName:         name,
 		Host:               host,
 		Port:               port,
 		JetStream:          true,
@@ -91,6 +120,9 @@ func Start(cfg Config) (*server.Server, error) {
 	} else if cfg.TLSCA != "" {
 		return nil, errors.New("natsserver: a TLS CA without a certificate and key")
 	}
+	if err := clusterOptions(cfg, opts); err != nil {
+		return nil, err
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: new: %w", err)
@@ -101,6 +133,52 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("natsserver: not ready within 30s")
 	}
 	return s, nil
+}
+
+// clusterOptions sets the route listener and the routes of cfg on opts.
+func clusterOptions(cfg Config, opts *server.Options) error {
+	if cfg.ClusterListen == "" {
+		if len(cfg.Routes) > 0 {
+			return errors.New("natsserver: routes without a cluster listener")
+		}
+		return nil
+	}
+	host, portStr, err := net.SplitHostPort(cfg.ClusterListen)
+	if err != nil {
+		return fmt.Errorf("natsserver: cluster listen %q: %w", cfg.ClusterListen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("natsserver: cluster listen %q: bad port", cfg.ClusterListen)
+	}
+	if len(cfg.Routes) == 0 {
+		// nats-server would start without JetStream ("JetStream cluster
+		// requires configured routes") and never be ready.
+		return errors.New("natsserver: a cluster listener without routes (give every node's route URL)")
+	}
+	name := cfg.ClusterName
+	if name == "" {
+		name = "messenger"
+	}
+	opts.Cluster.Name, opts.Cluster.Host, opts.Cluster.Port = name, host, port
+	if !loopback(host) {
+		if cfg.TLSCert == "" || cfg.TLSKey == "" || cfg.TLSCA == "" {
+			return fmt.Errorf("%w: %s", ErrOpenRoutes, cfg.ClusterListen)
+		}
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA, Verify: true, Timeout: 2})
+		if err != nil {
+			return fmt.Errorf("natsserver: route tls: %w", err)
+		}
+		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
+	}
+	for _, r := range cfg.Routes {
+		u, err := url.Parse(strings.TrimSpace(r))
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("natsserver: route %q: want nats-route://host:port", r)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
 }
 
 // loopback tells whether host only listens on this machine.

@@ -67,12 +67,22 @@ type Options struct {
 	Presence presence.Config
 	// Fanout configures the fan-out.
 	Fanout fanout.Config
+	// Cluster, when 2 or more, runs that many clustered NATS servers
+	// (cluster.go) instead of one, with streams of min(Cluster, 3)
+	// replicas; clients connect with every node's URL.
+	Cluster int
 }
 
 // Platform is a running test platform.
 type Platform struct {
-	t      testing.TB
-	NS     *server.Server
+	t testing.TB
+	// NS is the server; in a cluster the first node (Nodes[0]).
+	NS *server.Server
+	// Nodes are a cluster's servers (Options.Cluster), nil otherwise.
+	Nodes  []*server.Server
+	nodes  []*node
+	routes []string
+	users  []*server.NkeyUser
 	Signer *auth.Signer
 	Conf   streams.Config
 	Log    *zap.Logger
@@ -186,15 +196,21 @@ func Start(t testing.TB, o Options) *Platform {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir(), Users: users})
-	if err != nil {
-		t.Fatal(err)
-	}
 	signer, err := auth.NewHS256Signer([]byte(Secret))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Platform{t: t, NS: ns, Signer: signer, Conf: streams.Config{Partitions: o.Partitions}, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), opts: o, creds: creds}
+	p := &Platform{t: t, Signer: signer, Conf: streams.Config{Partitions: o.Partitions}, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), opts: o, creds: creds}
+	if o.Cluster >= 2 {
+		p.Conf.Replicas = min(o.Cluster, 3)
+		p.startCluster(o.Cluster, users)
+	} else {
+		ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir(), Users: users})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.NS = ns
+	}
 	if o.ClickHouse {
 		p.openClickHouse() // its cleanup runs after the one below
 	}
@@ -208,8 +224,13 @@ func Start(t testing.TB, o Options) *Platform {
 		p.StopFanout()
 		p.StopProjector()
 		p.StopPresence()
-		ns.Shutdown()
-		ns.WaitForShutdown()
+		if p.Nodes == nil {
+			p.NS.Shutdown()
+			p.NS.WaitForShutdown()
+		}
+		for i := range p.Nodes {
+			p.StopNode(i)
+		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if len(p.violations) > 0 {
@@ -258,7 +279,7 @@ func (p *Platform) RoleConn(role string, opts ...nats.Option) *nats.Conn {
 	}
 	record := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { p.violation(role, err) })
 	all := append([]nats.Option{nats.MaxReconnects(-1), record}, auth...)
-	nc, err := nats.Connect(p.NS.ClientURL(), append(all, opts...)...)
+	nc, err := nats.Connect(p.URL(), append(all, opts...)...)
 	if err != nil {
 		p.t.Fatal(err)
 	}
