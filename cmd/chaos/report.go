@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+type report struct {
+	o           options
+	started     time.Time
+	phases      []phaseResult
+	h           History
+	res         *Result
+	deliveredIn time.Duration
+	chWait      time.Duration
+	chErr       error
+	dir         string
+}
+
+func sortTimes(t []time.Time) { sort.Slice(t, func(i, j int) bool { return t[i].Before(t[j]) }) }
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
+
+// markdown is the results: how it ran, one row per phase, the totals and
+// the first anomalies.
+func (r *report) markdown() string {
+	var b strings.Builder
+	acks, bySender := ackTimes(r.h)
+	dels := deliveryTimes(r.h)
+	fmt.Fprintf(&b, "## Chaos run of %s\n\n", r.started.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "- Machine: %s, %d cores, %s; messenger at git %s\n", hostLine(), runtime.NumCPU(), runtime.Version(), gitRev())
+	fmt.Fprintf(&b, "- Command: `%s`\n", strings.Join(os.Args, " "))
+	fmt.Fprintf(&b, "- Workload: %d pairs and %d groups of %d, %d senders, %.0f msg/s in all, 2 devices per user on different edges\n",
+		r.o.pairs, r.o.groups, r.o.groupSize, len(bySender), r.o.rate)
+	fmt.Fprintf(&b, "- History: %d sends acked, %d never acked (maybe; %d of them seen), %d deliveries\n",
+		r.res.Acked, r.res.Maybe, r.res.MaybeSeen, r.res.Deliveries)
+	fmt.Fprintf(&b, "- Final read: every acked message on every member device %s after the senders stopped; ClickHouse read %s later", secs(r.deliveredIn), secs(r.chWait))
+	if r.chErr != nil {
+		fmt.Fprintf(&b, " (error: %v)", r.chErr)
+	}
+	if !r.res.CHChecked {
+		b.WriteString(" (ClickHouse NOT checked)")
+	}
+	b.WriteString("\n\n")
+	b.WriteString("Unavailability: the longest stretch without a successful ack (sends) or without a delivery to any device (deliveries) from the fault's start to the phase's end; all senders moving: when the last sender's longest stretch without an ack ended. Anomalies are counted by the phase their send started in.\n\n")
+	b.WriteString("| phase | fault | acked | sends unavailable | deliveries unavailable | all senders moving | lost | duplicated | out of order | seq gaps | ClickHouse holes | notes |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, ph := range r.phases {
+		end := ph.End
+		if end.IsZero() {
+			end = time.Now()
+		}
+		acked := 0
+		for _, s := range r.h.Sends {
+			if s.Acked && !s.Start.Before(ph.Start) && s.Start.Before(end) {
+				acked++
+			}
+		}
+		count := func(kinds ...string) int {
+			n := 0
+			for _, a := range r.res.Anomalies {
+				if !a.At.Before(ph.Start) && a.At.Before(end) && contains(kinds, a.Kind) {
+					n++
+				}
+			}
+			return n
+		}
+		ch := fmt.Sprint(count(AnomalyCHHole, AnomalyCHDuplicate))
+		if !r.res.CHChecked {
+			ch = "not checked"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d | %d | %d | %d | %s | %s |\n",
+			ph.Name, ph.Fault, acked,
+			secs(Unavailability(acks, ph.FaultAt, end)),
+			secs(Unavailability(dels, ph.FaultAt, end)),
+			secs(AllMoving(bySender, ph.FaultAt, end)),
+			count(AnomalyLost), count(AnomalyDuplicate, AnomalySeqMismatch), count(AnomalyOutOfOrder), count(AnomalyGap),
+			ch, strings.Join(ph.Notes, "; "))
+	}
+	b.WriteString("\nTotals: ")
+	var parts []string
+	for _, k := range []string{AnomalyLost, AnomalyDuplicate, AnomalySeqMismatch, AnomalyOutOfOrder, AnomalyGap, AnomalyUnknownConv, AnomalyCHHole, AnomalyCHDuplicate} {
+		parts = append(parts, fmt.Sprintf("%s %d", k, r.res.Count(k)))
+	}
+	b.WriteString(strings.Join(parts, ", ") + "\n")
+	if n := len(r.res.Anomalies); n > 0 {
+		fmt.Fprintf(&b, "\nFirst anomalies (of %d):\n\n", n)
+		for i, a := range r.res.Anomalies {
+			if i == 30 {
+				break
+			}
+			fmt.Fprintf(&b, "- %s %s\n", a.At.UTC().Format("15:04:05.000"), a)
+		}
+	}
+	return b.String()
+}
+
+func contains(s []string, x string) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func hostLine() string {
+	out, err := exec.Command("uname", "-sr").Output()
+	if err != nil {
+		return runtime.GOOS
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func gitRev() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
