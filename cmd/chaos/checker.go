@@ -295,24 +295,23 @@ func Unavailability(times []time.Time, from, to time.Time) time.Duration {
 	return max(worst, to.Sub(last))
 }
 
-// AllMoving is how long after from every sender had acks flowing again:
-// for each sender the end of its longest stretch without an ack in
-// [from, to] (to itself when the stretch runs to the end), the latest of
-// them, minus from.
-func AllMoving(bySender map[string][]time.Time, from, to time.Time) time.Duration {
+// AllMoving is how long after from every sender was moving again: for each
+// sender, the end of its last stretch in [from, to] longer than stall
+// without an ack (to itself when it had none since); the latest of them,
+// minus from. Zero when no sender stalled.
+func AllMoving(bySender map[string][]time.Time, from, to time.Time, stall time.Duration) time.Duration {
 	var worst time.Duration
 	for _, times := range bySender {
 		last := from
-		var longest time.Duration
 		end := from
 		i := sort.Search(len(times), func(i int) bool { return !times[i].Before(from) })
 		for ; i < len(times) && !times[i].After(to); i++ {
-			if g := times[i].Sub(last); g > longest {
-				longest, end = g, times[i]
+			if times[i].Sub(last) > stall {
+				end = times[i]
 			}
 			last = times[i]
 		}
-		if to.Sub(last) > longest {
+		if to.Sub(last) > stall {
 			end = to
 		}
 		worst = max(worst, end.Sub(from))

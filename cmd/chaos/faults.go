@@ -77,6 +77,8 @@ func (c *chaos) recover(ctx context.Context, ph *phaseResult) error {
 	}
 	if err := c.admin.waitCurrent(ctx, 90*time.Second); err != nil {
 		c.note(ph, "%v", err)
+	} else if strings.HasPrefix(ph.Name, "node-") || strings.HasPrefix(ph.Name, "leader-") || strings.HasPrefix(ph.Name, "cluster-") {
+		c.note(ph, "every stream replica current %.1f s after the fault", time.Since(ph.FaultAt).Seconds())
 	}
 	acked := c.w.acked.Load()
 	for deadline := time.Now().Add(60 * time.Second); c.w.acked.Load() < acked+int64(len(c.w.senders)); {

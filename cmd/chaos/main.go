@@ -137,7 +137,7 @@ func run(o options) (err error) {
 	defer ch.Close()
 	if !o.keep {
 		defer func() {
-			dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			dctx, dcancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer dcancel()
 			if err := ch.Exec(dctx, "DROP DATABASE IF EXISTS "+pl.chDB); err != nil {
 				log.Warn("drop database", zap.String("db", pl.chDB), zap.Error(err))

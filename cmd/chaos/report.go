@@ -32,6 +32,21 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	acks, bySender := ackTimes(r.h)
 	dels := deliveryTimes(r.h)
+	lastDelivery := map[convSeq]time.Time{} // the latest first delivery to a device
+	firstPerDevice := map[string]map[convSeq]bool{}
+	for _, d := range r.h.Deliveries {
+		k := convSeq{d.Conv, d.Seq}
+		if firstPerDevice[d.Device] == nil {
+			firstPerDevice[d.Device] = map[convSeq]bool{}
+		}
+		if firstPerDevice[d.Device][k] {
+			continue
+		}
+		firstPerDevice[d.Device][k] = true
+		if d.At.After(lastDelivery[k]) {
+			lastDelivery[k] = d.At
+		}
+	}
 	fmt.Fprintf(&b, "## Chaos run of %s\n\n", r.started.UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "- Machine: %s, %d cores, %s; messenger at git %s\n", hostLine(), runtime.NumCPU(), runtime.Version(), gitRev())
 	fmt.Fprintf(&b, "- Command: `%s`\n", strings.Join(os.Args, " "))
@@ -47,18 +62,24 @@ func (r *report) markdown() string {
 		b.WriteString(" (ClickHouse NOT checked)")
 	}
 	b.WriteString("\n\n")
-	b.WriteString("Unavailability: the longest stretch without a successful ack (sends) or without a delivery to any device (deliveries) from the fault's start to the phase's end; all senders moving: when the last sender's longest stretch without an ack ended. Anomalies are counted by the phase their send started in.\n\n")
-	b.WriteString("| phase | fault | acked | sends unavailable | deliveries unavailable | all senders moving | lost | duplicated | out of order | seq gaps | ClickHouse holes | notes |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("Unavailability: the longest stretch without a successful ack (sends) or without a delivery to any device (deliveries) from the fault's start to the phase's end; all senders moving: from the fault's start until the last sender's last stall (a wait for an ack longer than max(1 s, 5 periods)) ended; slowest delivery: the longest time from an ack to the last member device's delivery, of the messages sent in the phase. Anomalies are counted by the phase their send started in.\n\n")
+	b.WriteString("| phase | fault | acked | sends unavailable | deliveries unavailable | all senders moving | slowest delivery | lost | duplicated | out of order | seq gaps | ClickHouse holes | notes |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	// A sender stalls when it waits for an ack much longer than its period.
+	stall := max(time.Second, 5*time.Duration(float64(time.Second)*float64(len(bySender))/r.o.rate))
 	for _, ph := range r.phases {
 		end := ph.End
 		if end.IsZero() {
 			end = time.Now()
 		}
 		acked := 0
+		var delay time.Duration
 		for _, s := range r.h.Sends {
 			if s.Acked && !s.Start.Before(ph.Start) && s.Start.Before(end) {
 				acked++
+				if t, ok := lastDelivery[convSeq{s.Conv, s.Seq}]; ok {
+					delay = max(delay, t.Sub(s.AckAt))
+				}
 			}
 		}
 		count := func(kinds ...string) int {
@@ -74,11 +95,11 @@ func (r *report) markdown() string {
 		if !r.res.CHChecked {
 			ch = "not checked"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d | %d | %d | %d | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %d | %d | %d | %d | %s | %s |\n",
 			ph.Name, ph.Fault, acked,
 			secs(Unavailability(acks, ph.FaultAt, end)),
 			secs(Unavailability(dels, ph.FaultAt, end)),
-			secs(AllMoving(bySender, ph.FaultAt, end)),
+			secs(AllMoving(bySender, ph.FaultAt, end, stall)), secs(delay),
 			count(AnomalyLost), count(AnomalyDuplicate, AnomalySeqMismatch), count(AnomalyOutOfOrder), count(AnomalyGap),
 			ch, strings.Join(ph.Notes, "; "))
 	}
