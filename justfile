@@ -32,3 +32,8 @@ bench-go:
 # ClickHouse for analysts: start, stop, status
 clickhouse verb="status":
     bash scripts/clickhouse.sh {{verb}}
+
+# the chaos suite (slow tier, not CI, ~6-10 min): a 3-node cluster on loopback, one fault per phase, a Jepsen-style check (docs/CHAOS.md); e.g. just chaos --faults node-pause
+chaos *args:
+    go build -o bin/messenger ./cmd/messenger
+    go run ./cmd/chaos {{args}}
