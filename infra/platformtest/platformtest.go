@@ -240,10 +240,17 @@ func Start(t testing.TB, o Options) *Platform {
 
 	nc := p.Conn()
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A cluster makes each replicated stream through its Raft groups: on
+	// a busy machine the whole set takes well over 10 s.
+	ensureTimeout := 10 * time.Second
+	if p.Nodes != nil {
+		ensureTimeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ensureTimeout)
 	defer cancel()
+	began := time.Now()
 	if err := streams.Ensure(ctx, js, p.Conf); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v (after %s)", err, time.Since(began))
 	}
 	if !o.NoFanout {
 		p.StartFanout()
@@ -305,7 +312,7 @@ func (p *Platform) handles(nc *nats.Conn) (jetstream.JetStream, *streams.Handles
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h, err := streams.Open(ctx, js, p.Conf)
 	if err != nil {
