@@ -3,6 +3,7 @@
 # as a plain background process, not a system service:
 #
 #   bash scripts/clickhouse.sh start|stop|status
+#   bash scripts/clickhouse.sh start-shards|stop-shards|status-shards
 #
 # Loopback only (127.0.0.1). Data, logs, tmp, user_files, format schemas, the
 # rendered config and the pid file all live under CLICKHOUSE_DIR (default
@@ -10,6 +11,14 @@
 # CLICKHOUSE_HTTP_PORT (default 8123). `start` installs Debian's
 # clickhouse-server and clickhouse-client when missing, is idempotent, and
 # waits until the server answers a query.
+#
+# The *-shards commands run two more servers, the two shards of a sharded
+# projection (--clickhouse-shards): dirs ${CLICKHOUSE_SHARD_DIR:-.clickhouse-shard}1
+# and 2, native ports CLICKHOUSE_SHARD_TCP_PORTS (default "9101 9102"), http
+# ports CLICKHOUSE_SHARD_HTTP_PORTS (default "8201 8202"). Each gets, besides
+# config.xml, config.d/shards.xml (from infra/clickhouse/shards.xml.tmpl)
+# naming both in the cluster CLICKHOUSE_CLUSTER (default "messenger"), which
+# their Distributed tables use. The single server above is independent of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +28,10 @@ CH_DIR="$(cd "$CH_DIR" && pwd)"
 TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
 HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 TEMPLATE="infra/clickhouse/config.xml.tmpl"
+SHARDS_TEMPLATE="infra/clickhouse/shards.xml.tmpl"
+# Set by start-shards for each shard it starts: "host:port host:port".
+SHARD_ADDRS="${CLICKHOUSE_SHARD_ADDRS:-}"
+CLUSTER="${CLICKHOUSE_CLUSTER:-messenger}"
 CONFIG="$CH_DIR/config.xml"
 PIDFILE="$CH_DIR/clickhouse-server.pid"
 LOGDIR="$CH_DIR/log"
@@ -86,6 +99,18 @@ render_config() {
   sed -e "s|@DIR@|$dir_esc|g" -e "s|@TCP_PORT@|$TCP_PORT|g" -e "s|@HTTP_PORT@|$HTTP_PORT|g" \
     "$TEMPLATE" >"$CONFIG.tmp"
   mv "$CONFIG.tmp" "$CONFIG"
+  # A shard also names the cluster of all shards (merged from config.d).
+  rm -f "$CH_DIR/config.d/shards.xml"
+  if [ -n "$SHARD_ADDRS" ]; then
+    [ -f "$SHARDS_TEMPLATE" ] || { say "template $SHARDS_TEMPLATE is missing"; exit 1; }
+    local shards="" a
+    for a in $SHARD_ADDRS; do
+      shards="$shards<shard><replica><host>${a%:*}</host><port>${a##*:}</port></replica></shard>"
+    done
+    mkdir -p "$CH_DIR/config.d"
+    sed -e "s|@CLUSTER@|$CLUSTER|g" -e "s|@SHARDS@|$shards|g" "$SHARDS_TEMPLATE" >"$CH_DIR/config.d/shards.xml.tmp"
+    mv "$CH_DIR/config.d/shards.xml.tmp" "$CH_DIR/config.d/shards.xml"
+  fi
 }
 
 start() {
@@ -175,12 +200,36 @@ status() {
   return 3
 }
 
+SHARD_DIR="${CLICKHOUSE_SHARD_DIR:-.clickhouse-shard}"
+read -r -a SHARD_TCP <<<"${CLICKHOUSE_SHARD_TCP_PORTS:-9101 9102}"
+read -r -a SHARD_HTTP <<<"${CLICKHOUSE_SHARD_HTTP_PORTS:-8201 8202}"
+
+# shards runs this script's $1 (start, stop, status) for every shard, each
+# with its own dir and ports; it returns the first failure.
+shards() {
+  local i addrs="" rc=0
+  [ "${#SHARD_TCP[@]}" = "${#SHARD_HTTP[@]}" ] || { say "CLICKHOUSE_SHARD_TCP_PORTS and CLICKHOUSE_SHARD_HTTP_PORTS differ in length"; exit 2; }
+  for i in "${!SHARD_TCP[@]}"; do addrs="$addrs 127.0.0.1:${SHARD_TCP[$i]}"; done
+  for i in "${!SHARD_TCP[@]}"; do
+    CLICKHOUSE_DIR="$SHARD_DIR$((i + 1))" CLICKHOUSE_TCP_PORT="${SHARD_TCP[$i]}" \
+      CLICKHOUSE_HTTP_PORT="${SHARD_HTTP[$i]}" CLICKHOUSE_SHARD_ADDRS="${addrs# }" \
+      bash "$0" "$1" || { [ "$rc" != 0 ] || rc=$?; }
+  done
+  if [ "$1" = start ] && [ "$rc" = 0 ]; then
+    say "shards ready: --clickhouse-shards $(echo $addrs | tr ' ' ',') --clickhouse-cluster $CLUSTER"
+  fi
+  return "$rc"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  start-shards) shards start ;;
+  stop-shards) shards stop ;;
+  status-shards) shards status ;;
   *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|stop|status|start-shards|stop-shards|status-shards" >&2
     exit 2
     ;;
 esac

@@ -67,11 +67,11 @@ func admin(ctx context.Context, cmd string, cfg *config, drop bool) error {
 		return nil
 	case "rebuild-history":
 		if drop {
-			if err := chinfra.Drop(cctx, conn); err != nil {
+			if err := chinfra.DropAll(cctx, conn, chc); err != nil {
 				return err
 			}
 		}
-		if err := chinfra.Apply(cctx, conn); err != nil {
+		if err := chinfra.ApplyAll(cctx, conn, chc); err != nil {
 			return err
 		}
 		if err := projector.ResetConsumers(ctx, h); err != nil {

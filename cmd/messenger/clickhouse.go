@@ -41,7 +41,7 @@ func (l *chLink) run(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		conn, err := chinfra.Open(cctx, l.cfg)
 		if err == nil {
-			if err = chinfra.Apply(cctx, conn); err != nil {
+			if err = chinfra.ApplyAll(cctx, conn, l.cfg); err != nil {
 				conn.Close()
 			}
 		}
@@ -116,7 +116,8 @@ const chPasswordEnv = "MESSENGER_CLICKHOUSE_PASSWORD"
 // chConfig is the ClickHouse connection of cfg, the password read from
 // --clickhouse-password-file or MESSENGER_CLICKHOUSE_PASSWORD.
 func chConfig(cfg *config, log *zap.Logger) (chinfra.Config, error) {
-	c := chinfra.Config{Addr: cfg.ClickHouse, Database: cfg.ClickHouseDB, User: cfg.ClickHouseUser, TLS: cfg.ClickHouseTLS, CAFile: cfg.ClickHouseCA}
+	c := chinfra.Config{Addr: cfg.ClickHouse, Database: cfg.ClickHouseDB, User: cfg.ClickHouseUser, TLS: cfg.ClickHouseTLS, CAFile: cfg.ClickHouseCA,
+		Shards: cfg.chShards(), Cluster: cfg.ClickHouseCluster}
 	env, inEnv := os.LookupEnv(chPasswordEnv)
 	switch {
 	case cfg.ClickHousePasswordFile != "" && inEnv:

@@ -90,6 +90,9 @@ type config struct {
 	NATSClusterName   string
 	NATSClusterListen string
 	NATSRoutes        string
+	// sharded ClickHouse (issue 13, chshard)
+	ClickHouseShards  string
+	ClickHouseCluster string
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -157,6 +160,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	c.limitFlags(fs)
 	c.ownershipFlags(fs)
 	c.clusterFlags(fs)
+	c.chShardFlags(fs)
 }
 
 // ownershipFlags: how fan-outs and projectors share the partitions (issue 13).
@@ -260,4 +264,21 @@ func (c *config) origins() []string {
 // and command.
 func (c *config) streams() streams.Config {
 	return streams.Config{Partitions: c.Partitions, Replicas: c.Replicas, QueueMaxAge: c.QueueMaxAge, DedupWindow: c.DedupWindow}
+}
+
+// chShardFlags: a ClickHouse projection sharded over several servers.
+func (c *config) chShardFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ClickHouseShards, "clickhouse-shards", "", "comma-separated native addresses of the ClickHouse shards, in the order of their cluster's remote_servers (scripts/clickhouse.sh start-shards): the projector creates the local tables and the Distributed tables on every shard and inserts wait for every shard; --clickhouse may be any of them (empty: one server)")
+	fs.StringVar(&c.ClickHouseCluster, "clickhouse-cluster", "messenger", "name of the shards' cluster in their remote_servers (with --clickhouse-shards)")
+}
+
+// chShards is --clickhouse-shards as a list.
+func (c *config) chShards() []string {
+	var out []string
+	for _, a := range strings.Split(c.ClickHouseShards, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -32,6 +32,7 @@ const (
 	defaultAddr        = "127.0.0.1:9000"
 	defaultDatabase    = "messenger"
 	defaultDialTimeout = 5 * time.Second
+	defaultCluster     = "messenger"
 )
 
 // Config of the ClickHouse connection. Zero values: Addr "127.0.0.1:9000",
@@ -47,6 +48,14 @@ type Config struct {
 	// certificate and implies TLS.
 	TLS    bool
 	CAFile string
+	// Shards, when set, are the native addresses of the shards of a
+	// sharded projection, in the order of the cluster Cluster of their
+	// remote_servers (scripts/clickhouse.sh start-shards). ApplyAll and
+	// DropAll then work on every shard, and inserts wait for every shard
+	// (insert_distributed_sync). Addr may be any of them. Empty: one server.
+	Shards []string
+	// Cluster names the shards' cluster; empty is "messenger".
+	Cluster string
 }
 
 func (c Config) withDefaults() Config {
@@ -62,6 +71,9 @@ func (c Config) withDefaults() Config {
 	if c.User == "" {
 		c.User = "default"
 	}
+	if c.Cluster == "" {
+		c.Cluster = defaultCluster
+	}
 	return c
 }
 
@@ -74,6 +86,12 @@ func Options(cfg Config, database string) (*ch.Options, error) {
 		Addr:        []string{cfg.Addr},
 		Auth:        ch.Auth{Database: database, Username: cfg.User, Password: cfg.Password},
 		DialTimeout: cfg.DialTimeout,
+	}
+	if len(cfg.Shards) > 0 {
+		// An insert into a Distributed table returns once every shard has
+		// written its rows, so a projector acks only what is stored; without
+		// it the rows wait in a local queue on disk, sent later.
+		o.Settings = ch.Settings{"insert_distributed_sync": 1}
 	}
 	if cfg.TLS || cfg.CAFile != "" {
 		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}

@@ -59,7 +59,11 @@ type Options struct {
 	ClickHouse bool
 	// ClickHouseAddr overrides infra/clickhouse.TestAddr() (a private server).
 	ClickHouseAddr string
-	Projector      projector.Config
+	// ClickHouseShards makes the database sharded over these servers
+	// (infra/clickhouse.Config.Shards, cluster "messenger"; the platform
+	// talks to the first): see infra/clickhouse.TestShards.
+	ClickHouseShards []string
+	Projector        projector.Config
 	// NoProjector: with ClickHouse, start no projector (a test starts its
 	// own with StartProjectorWorker).
 	NoProjector bool
@@ -372,11 +376,15 @@ func (p *Platform) openClickHouse() {
 	p.CHDB = "test_" + hex.EncodeToString(rnd[:])
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := chinfra.Open(ctx, chinfra.Config{Addr: p.chAddr, Database: p.CHDB})
-	if err != nil {
-		p.t.Fatalf("clickhouse at %s (run bash scripts/clickhouse.sh start): %v", p.chAddr, err)
+	cfg := chinfra.Config{Addr: p.chAddr, Database: p.CHDB, Shards: p.opts.ClickHouseShards}
+	if len(cfg.Shards) > 0 {
+		cfg.Addr = cfg.Shards[0]
 	}
-	if err := chinfra.Apply(ctx, conn); err != nil {
+	conn, err := chinfra.Open(ctx, cfg)
+	if err != nil {
+		p.t.Fatalf("clickhouse at %s (run bash scripts/clickhouse.sh start, or start-shards): %v", cfg.Addr, err)
+	}
+	if err := chinfra.ApplyAll(ctx, conn, cfg); err != nil {
 		p.t.Fatal(err)
 	}
 	p.CH = conn
@@ -385,6 +393,12 @@ func (p *Platform) openClickHouse() {
 		defer cancel()
 		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+p.CHDB)
 		_ = conn.Close()
+		for _, a := range cfg.Shards[min(1, len(cfg.Shards)):] {
+			if c, err := chinfra.Open(ctx, chinfra.Config{Addr: a, Database: p.CHDB}); err == nil {
+				_ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+p.CHDB)
+				_ = c.Close()
+			}
+		}
 	})
 }
 
