@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"messenger/edge"
+	chinfra "messenger/infra/clickhouse"
 	"messenger/infra/platformtest"
 	"messenger/services/history"
 )
@@ -132,5 +136,92 @@ func TestClickHousePageWithoutDuplicates(t *testing.T) {
 			}
 		}
 		return
+	}
+}
+
+// Sharded (scripts/clickhouse.sh start-shards): the projector inserts
+// through the Distributed tables, and every page read through them is the
+// stream's own page; each conversation's rows are on one shard, the
+// conversations on both.
+func TestShardedClickHousePages(t *testing.T) {
+	shards := chinfra.TestShards()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var each []driver.Conn
+	for _, a := range shards {
+		c, err := chinfra.Open(ctx, chinfra.Config{Addr: a, Database: "default", DialTimeout: 3 * time.Second})
+		if err != nil {
+			t.Skipf("the ClickHouse shards do not answer at %v (MESSENGER_CLICKHOUSE_SHARDS): %v; "+
+				"start them with: bash scripts/clickhouse.sh start-shards", shards, err)
+		}
+		defer c.Close()
+		each = append(each, c)
+	}
+	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, ClickHouseShards: shards, Edge: edge.Config{SendRate: 1e5, SendBurst: 1e5}})
+	const convs, n = 16, 8
+	var ids []string
+	for c := 0; c < convs; c++ {
+		from, to := fmt.Sprintf("s%da", c), fmt.Sprintf("s%db", c)
+		var conv string
+		for i := 0; i < n; i++ {
+			text := fmt.Sprintf("%s-%d", from, i)
+			ack, cerr := p.Edges[0].Edge.Send(ctx, from, &edge.SendRequest{ID: text, To: to, Text: &text})
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			conv = ack.Conv
+		}
+		ids = append(ids, conv)
+	}
+	p.WaitProjected()
+	nc := p.Conn()
+	_, _, h := p.Projector()
+	chStore, stream := &history.ClickHouse{Conn: p.CH}, &history.StreamStore{NC: nc, H: h}
+	for _, conv := range ids {
+		got, err := chStore.Range(ctx, conv, 2, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := stream.Range(ctx, conv, 2, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n-1 || len(got) != len(want) {
+			t.Fatalf("page of %s: %d events sharded, %d in the stream, want %d", conv, len(got), len(want), n-1)
+		}
+		for i := range got {
+			if got[i].Seq != want[i].Seq || got[i].StreamSeq != want[i].StreamSeq {
+				t.Fatalf("page of %s [%d]: sharded seq %d stream_seq %d, stream %d %d", conv, i, got[i].Seq, got[i].StreamSeq, want[i].Seq, want[i].StreamSeq)
+			}
+			if text := fmt.Sprintf("-%d\"", got[i].Seq-1); !strings.Contains(string(got[i].Doc), text) {
+				t.Fatalf("page of %s [%d]: %s, want the text ending %s", conv, i, got[i].Doc, text)
+			}
+		}
+	}
+	on := map[string]int{}
+	for i, c := range each {
+		rows, err := c.Query(ctx, "SELECT DISTINCT conv FROM "+p.CHDB+".messages_local")
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := 0
+		for rows.Next() {
+			var conv string
+			if err := rows.Scan(&conv); err != nil {
+				t.Fatal(err)
+			}
+			if j, ok := on[conv]; ok {
+				t.Errorf("%s on shards %d and %d", conv, j, i)
+			}
+			on[conv] = i
+			k++
+		}
+		rows.Close()
+		if k == 0 {
+			t.Errorf("shard %s holds no conversation of %d", shards[i], convs)
+		}
+	}
+	if len(on) != convs {
+		t.Errorf("%d conversations on the shards, want %d", len(on), convs)
 	}
 }
