@@ -18,6 +18,10 @@ fi
 echo "== clickhouse"
 bash scripts/clickhouse.sh start # left running; the tests use it
 export MESSENGER_CLICKHOUSE="${MESSENGER_CLICKHOUSE:-127.0.0.1:${CLICKHOUSE_TCP_PORT:-9000}}"
+# Two more servers, the shards of the sharded tests (infra/clickhouse
+# TestSharded*, services/history TestShardedClickHousePages); left running.
+bash scripts/clickhouse.sh start-shards
+export MESSENGER_CLICKHOUSE_SHARDS="${MESSENGER_CLICKHOUSE_SHARDS:-127.0.0.1:9101,127.0.0.1:9102}"
 echo "== go vet"
 go vet ./...
 echo "== go test"
