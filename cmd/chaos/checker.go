@@ -296,12 +296,13 @@ func Unavailability(times []time.Time, from, to time.Time) time.Duration {
 }
 
 // AllMoving is how long after from every sender was moving again: for each
-// sender, the end of its last stretch in [from, to] longer than stall
+// sender, the end of its last stretch in [from, to] longer than its stall
 // without an ack (to itself when it had none since); the latest of them,
 // minus from. Zero when no sender stalled.
-func AllMoving(bySender map[string][]time.Time, from, to time.Time, stall time.Duration) time.Duration {
+func AllMoving(bySender map[string][]time.Time, from, to time.Time, stalls map[string]time.Duration) time.Duration {
 	var worst time.Duration
-	for _, times := range bySender {
+	for sender, times := range bySender {
+		stall := stalls[sender]
 		last := from
 		end := from
 		i := sort.Search(len(times), func(i int) bool { return !times[i].Before(from) })

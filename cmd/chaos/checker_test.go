@@ -123,14 +123,14 @@ func TestUnavailability(t *testing.T) {
 		"fast": {sec(1), sec(2), sec(3), sec(4), sec(5), sec(6), sec(7), sec(8), sec(9), sec(10)},
 		"slow": {sec(1), sec(7), sec(8), sec(9), sec(10)},
 	}
-	if got := AllMoving(by, sec(0.5), sec(10), 2*time.Second); got != 6500*time.Millisecond {
+	if got := AllMoving(by, sec(0.5), sec(10), map[string]time.Duration{"fast": 2 * time.Second, "slow": 2 * time.Second, "stuck": 2 * time.Second}); got != 6500*time.Millisecond {
 		t.Fatalf("AllMoving = %v, want 6.5s", got)
 	}
-	if got := AllMoving(map[string][]time.Time{"fast": by["fast"]}, sec(0.5), sec(10), 2*time.Second); got != 0 {
+	if got := AllMoving(map[string][]time.Time{"fast": by["fast"]}, sec(0.5), sec(10), map[string]time.Duration{"fast": 2 * time.Second}); got != 0 {
 		t.Fatalf("AllMoving without a stall = %v, want 0", got)
 	}
 	by["stuck"] = []time.Time{sec(1)}
-	if got := AllMoving(by, sec(0.5), sec(10), 2*time.Second); got != 9500*time.Millisecond {
+	if got := AllMoving(by, sec(0.5), sec(10), map[string]time.Duration{"fast": 2 * time.Second, "slow": 2 * time.Second, "stuck": 2 * time.Second}); got != 9500*time.Millisecond {
 		t.Fatalf("AllMoving with a stuck sender = %v, want 9.5s (to the end)", got)
 	}
 }

@@ -200,16 +200,17 @@ func run(o options) (err error) {
 	stopSending()
 	w.stopSending()
 	final := time.Now()
-	fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer fcancel()
 	for deadline := time.Now().Add(90 * time.Second); w.missing() > 0 && time.Now().Before(deadline); {
-		if sleep(fctx, 500*time.Millisecond) != nil {
-			break
-		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	deliveredIn := time.Since(final)
 	w.closeDevices()
 	h := w.snapshot()
+	if err := dumpHistory(filepath.Join(dir, "history"), h); err != nil {
+		log.Warn("write the history", zap.Error(err))
+	}
+	fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer fcancel()
 	rows, chWait, chErr := waitProjection(fctx, ch, pl.chDB, h)
 	if chErr != nil {
 		log.Error("ClickHouse read", zap.Error(chErr))
@@ -226,7 +227,7 @@ func run(o options) (err error) {
 			return err
 		}
 	}
-	if o.keep {
+	if o.keep || o.dir != "" {
 		fmt.Printf("run directory kept: %s (ClickHouse database %s)\n", dir, pl.chDB)
 	}
 	if n := len(res.Anomalies); n > 0 {

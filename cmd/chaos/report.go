@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -61,12 +64,27 @@ func (r *report) markdown() string {
 	if !r.res.CHChecked {
 		b.WriteString(" (ClickHouse NOT checked)")
 	}
-	b.WriteString("\n\n")
-	b.WriteString("Unavailability: the longest stretch without a successful ack (sends) or without a delivery to any device (deliveries) from the fault's start to the phase's end; all senders moving: from the fault's start until the last sender's last stall (a wait for an ack longer than max(1 s, 5 periods)) ended; slowest delivery: the longest time from an ack to the last member device's delivery, of the messages sent in the phase. Anomalies are counted by the phase their send started in.\n\n")
+	b.WriteString("\n")
+	b.WriteString("Unavailability: the longest stretch without a successful ack (sends) or without a delivery to any device (deliveries) from the fault's start to the phase's end; all senders moving: from the fault's start until the last sender's last stall (a wait for an ack longer than max(1 s, 5 times its median gap between acks)) ended; slowest delivery: the longest time from an ack to the last member device's delivery, of the messages sent in the phase. Anomalies are counted by the phase their send started in.\n\n")
 	b.WriteString("| phase | fault | acked | sends unavailable | deliveries unavailable | all senders moving | slowest delivery | lost | duplicated | out of order | seq gaps | ClickHouse holes | notes |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	// A sender stalls when it waits for an ack much longer than its period.
-	stall := max(time.Second, 5*time.Duration(float64(time.Second)*float64(len(bySender))/r.o.rate))
+	// A sender stalls when it waits for an ack much longer than usual for
+	// it: five times its median gap between acks over the run, at least 1 s
+	// (group members wait longer for each ack than pairs).
+	stalls := map[string]time.Duration{}
+	for u, t := range bySender {
+		var gaps []time.Duration
+		for i := 1; i < len(t); i++ {
+			gaps = append(gaps, t[i].Sub(t[i-1]))
+		}
+		stalls[u] = time.Second
+		if len(gaps) > 0 {
+			sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
+			stalls[u] = max(time.Second, 5*gaps[len(gaps)/2])
+		}
+	}
+	fmt.Fprintf(&b, "- Ack latency over the run: pairs %s, groups %s\n", latencies(r.h, false), latencies(r.h, true))
+	b.WriteString("\n")
 	for _, ph := range r.phases {
 		end := ph.End
 		if end.IsZero() {
@@ -99,7 +117,7 @@ func (r *report) markdown() string {
 			ph.Name, ph.Fault, acked,
 			secs(Unavailability(acks, ph.FaultAt, end)),
 			secs(Unavailability(dels, ph.FaultAt, end)),
-			secs(AllMoving(bySender, ph.FaultAt, end, stall)), secs(delay),
+			secs(AllMoving(bySender, ph.FaultAt, end, stalls)), secs(delay),
 			count(AnomalyLost), count(AnomalyDuplicate, AnomalySeqMismatch), count(AnomalyOutOfOrder), count(AnomalyGap),
 			ch, strings.Join(ph.Notes, "; "))
 	}
@@ -119,6 +137,23 @@ func (r *report) markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// latencies are the p50, p99 and max from send to ack, of the acked sends
+// to groups (or pairs).
+func latencies(h History, groups bool) string {
+	var d []time.Duration
+	for _, s := range h.Sends {
+		if s.Acked && strings.HasPrefix(s.Conv, "g") == groups {
+			d = append(d, s.AckAt.Sub(s.Start))
+		}
+	}
+	if len(d) == 0 {
+		return "none"
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	q := func(f float64) time.Duration { return d[min(len(d)-1, int(f*float64(len(d))))] }
+	return fmt.Sprintf("p50 %v, p99 %v, max %v (%d)", q(0.5).Round(time.Millisecond), q(0.99).Round(time.Millisecond), d[len(d)-1].Round(time.Millisecond), len(d))
 }
 
 func contains(s []string, x string) bool {
@@ -144,4 +179,38 @@ func gitRev() string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// dumpHistory writes the history as JSON lines (sends.jsonl,
+// deliveries.jsonl, members.json) under dir, for a look after the run.
+func dumpHistory(dir string, h History) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	write := func(name string, n int, item func(i int) any) error {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		bw := bufio.NewWriter(f)
+		enc := json.NewEncoder(bw)
+		for i := 0; i < n; i++ {
+			if err := enc.Encode(item(i)); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	if err := write("sends.jsonl", len(h.Sends), func(i int) any { return h.Sends[i] }); err != nil {
+		return err
+	}
+	if err := write("deliveries.jsonl", len(h.Deliveries), func(i int) any { return h.Deliveries[i] }); err != nil {
+		return err
+	}
+	return write("members.json", 1, func(int) any { return h.Members })
 }
