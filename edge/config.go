@@ -34,6 +34,10 @@ type Config struct {
 	// PublishTimeout bounds a store in JetStream before a send is answered
 	// unavailable. Default 5s.
 	PublishTimeout time.Duration
+	// PublishAttempt bounds one attempt within PublishTimeout: an ack not
+	// back by then, the NATS server is pinged (moved off when silent) and
+	// the same message sent again. Default 1.5s (infra/jspub).
+	PublishAttempt time.Duration
 	// ReplayBatch is how many queue entries one read brings back. Default 256.
 	ReplayBatch int
 	// MaxReplays bounds the replays (catch-ups from a cursor) reading the

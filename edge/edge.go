@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"messenger/edge/auth"
+	"messenger/infra/jspub"
 	"messenger/services/conversation"
 	"messenger/services/event"
 	"messenger/services/history"
@@ -29,6 +30,7 @@ type Edge struct {
 	cfg      Config
 	nc       *nats.Conn
 	js       jetstream.JetStream
+	pub      *jspub.Publisher // sends and receipts: retried through node faults
 	h        *streams.Handles
 	verifier *auth.Verifier
 	log      *zap.Logger
@@ -109,11 +111,13 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		JS: d.JS, Handles: h, Store: conversation.NewStore(nc, h, e.log),
 		OnConflict: e.m.conflicts.Inc,
 		OnStored:   e.noteEvent,
+		Publish:    e.publishConfig(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	e.convs = convs
+	e.pub = jspub.New(d.JS, e.publishConfig())
 	e.groupsOf = conversation.NewMemberships(h.UserGroups, cfg.MaxGroupsPerUser, e.isMember)
 	e.pager = &history.Pager{
 		Projection: d.Projection,

@@ -22,6 +22,10 @@ type metrics struct {
 
 	presenceDelivered prometheus.Counter
 	typingDelivered   prometheus.Counter
+
+	// publishes through node faults (infra/jspub)
+	publishRetries    *prometheus.CounterVec
+	publishReconnects prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -62,9 +66,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		typingDelivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "messenger_edge_typing_events_delivered_total", Help: "Typing frames queued to connections.",
 		}),
+		publishRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "messenger_edge_publish_retries_total", Help: "JetStream publishes sent again, by reason (timeout, interrupted, no_responders, unavailable).",
+		}, []string{"reason"}),
+		publishReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_edge_publish_reconnects_total", Help: "NATS connections forced to another server after a publish timed out and the server did not answer a ping.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.presenceDelivered, m.typingDelivered)
+		reg.MustRegister(m.presenceDelivered, m.typingDelivered, m.publishRetries, m.publishReconnects)
 		reg.MustRegister(m.connections, m.connects, m.sends, m.ackLatency, m.delivered, m.slowClosed, m.replays, m.gaps, m.conflicts, m.onlineProbes, m.socketWrites,
 			m.historyPages, m.historyLatency, m.projectionErrors, m.listLatency)
 	}

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"messenger/client/proto"
+	"messenger/infra/jspub"
 	"messenger/services/conversation"
 	"messenger/services/event"
 )
@@ -216,9 +217,20 @@ func (e *Edge) Receipt(ctx context.Context, user string, r *ReceiptRequest) *Err
 		}
 	}
 	data, _ := json.Marshal(rc)
-	if _, err := e.js.Publish(ctx, e.h.Layout.Receipts(r.Conv), data); err != nil {
+	// A receipt is a watermark: sent twice by a retry, it moves nothing more.
+	if _, _, err := e.pub.Publish(ctx, e.h.Layout.Receipts(r.Conv), data); err != nil {
 		e.log.Warn("store receipt", zap.Error(err))
 		return errUnavailable("receipt", err)
 	}
 	return nil
+}
+
+// publishConfig is the retry setting of every JetStream publish of the edge
+// (sends, receipts): counted in its metrics.
+func (e *Edge) publishConfig() jspub.Config {
+	return jspub.Config{
+		AttemptTimeout: e.cfg.PublishAttempt,
+		OnRetry:        func(reason string) { e.m.publishRetries.WithLabelValues(reason).Inc() },
+		OnReconnect:    e.m.publishReconnects.Inc,
+	}
 }

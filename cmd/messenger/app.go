@@ -266,6 +266,7 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 			AllowedOrigins: cfg.origins(), HistoryRate: cfg.HistoryRate, HistoryBurst: cfg.HistoryBurst,
 			PresenceHeartbeat: cfg.EdgeHeartbeat, PresenceSync: cfg.PresenceSync, MaxWatch: cfg.MaxWatch, TypingEvery: cfg.TypingEvery, MaxGroup: cfg.MaxGroup, MaxGroupsPerUser: cfg.MaxGroupsPerUser, ReadBuffer: cfg.ReadBuffer,
 			Rates: cfg.rates(), MaxConnsPerUser: cfg.MaxConnsPerUser, MaxPushRegs: cfg.MaxPushTokens,
+			PublishAttempt: cfg.NATSPublishAttempt,
 		}, d)
 		if err != nil {
 			return fail(err)

@@ -93,6 +93,10 @@ type config struct {
 	// sharded ClickHouse (issue 13, chshard)
 	ClickHouseShards  string
 	ClickHouseCluster string
+	// NATS client liveness (issue 13, availability): every role's connections.
+	NATSPingInterval   time.Duration
+	NATSMaxPingsOut    int
+	NATSPublishAttempt time.Duration
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -161,6 +165,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	c.ownershipFlags(fs)
 	c.clusterFlags(fs)
 	c.chShardFlags(fs)
+	c.availFlags(fs)
 }
 
 // ownershipFlags: how fan-outs and projectors share the partitions (issue 13).
@@ -194,6 +199,16 @@ func (c *config) routes() []string {
 		}
 	}
 	return out
+}
+
+// availFlags: how fast a role's NATS connections notice a silent server
+// (issue 13): a connection whose server answers no ping for
+// ping-interval x (max-pings-out + 1) at most moves to another server of
+// --nats; a publish moves sooner (one attempt, then a ping).
+func (c *config) availFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&c.NATSPingInterval, "nats-ping-interval", 2*time.Second, "NATS client: ping the server this often (a silent server is left after ping-interval x (max-pings-out + 1) at most)")
+	fs.IntVar(&c.NATSMaxPingsOut, "nats-max-pings-out", 2, "NATS client: unanswered pings before the server is taken for dead and another one of --nats tried")
+	fs.DurationVar(&c.NATSPublishAttempt, "nats-publish-attempt", 1500*time.Millisecond, "edge: one attempt of a JetStream publish (a send, a receipt); no ack by then, the server is pinged (left when silent) and the same message sent again, within the 5s answer budget")
 }
 
 // limitFlags: per-user limits of client writes (per edge) and the HTTP

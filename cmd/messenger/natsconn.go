@@ -59,6 +59,9 @@ func dialNATS(cfg *config, url, role, seed string, ns *server.Server, log *zap.L
 	if seed == "" {
 		seed = natsSeed(cfg, role)
 	}
+	if cfg.NATSPingInterval <= 0 || cfg.NATSMaxPingsOut < 1 {
+		return nil, fmt.Errorf("--nats-ping-interval must be positive and --nats-max-pings-out at least 1")
+	}
 	auth, err := natsauth.ClientOptions(role, seed)
 	if err != nil {
 		return nil, err
@@ -67,7 +70,8 @@ func dialNATS(cfg *config, url, role, seed string, ns *server.Server, log *zap.L
 		nats.Name("messenger-" + role),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.PingInterval(10 * time.Second),
+		nats.PingInterval(cfg.NATSPingInterval),
+		nats.MaxPingsOutstanding(cfg.NATSMaxPingsOut),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				log.Error("nats permission violation", zap.String("nats_identity", role), zap.Error(err))

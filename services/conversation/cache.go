@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"messenger/infra/jspub"
 	"messenger/services/event"
 	"messenger/streams"
 	"messenger/subjects"
@@ -67,6 +68,9 @@ type Deps struct {
 	// OnStored, if set, is told of each event a commit stored, under the
 	// conversation's lock: in seq order for one conversation.
 	OnStored func(conv string, seq, streamSeq uint64, doc []byte)
+	// Publish tunes the publishes' retries through node faults (jspub's
+	// defaults when zero).
+	Publish jspub.Config
 }
 
 // Cache is a sharded, bounded map of conversation states (at most about
@@ -78,6 +82,7 @@ type Cache struct {
 	}
 	max        int
 	js         jetstream.JetStream
+	pub        *jspub.Publisher
 	h          *streams.Handles
 	store      *Store
 	onConflict func()
@@ -90,7 +95,7 @@ func NewCache(max int, d Deps) (*Cache, error) {
 		return nil, errors.New("conversation: missing dependency")
 	}
 	c := &Cache{
-		max: max/64 + 1, js: d.JS, h: d.Handles, store: d.Store,
+		max: max/64 + 1, js: d.JS, pub: jspub.New(d.JS, d.Publish), h: d.Handles, store: d.Store,
 		onConflict: d.OnConflict, onStored: d.OnStored,
 	}
 	if c.onConflict == nil {

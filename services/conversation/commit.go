@@ -1,8 +1,10 @@
 package conversation
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -70,7 +72,12 @@ func (c *Cache) Commit(ctx context.Context, st *State, conv string, op Op) (Comm
 		if op.DedupID != "" {
 			msg.Header.Set(jetstream.MsgIDHeader, op.DedupID)
 		}
-		pa, err := c.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(st.streamSeq))
+		pa, res, err := c.pub.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(st.streamSeq))
+		if err != nil && res.Uncertain && streams.IsWrongLastSequence(err) {
+			// An attempt that got no answer may have stored it: then the
+			// next event of the subject after the expected one is ours.
+			pa, err = c.ours(ctx, stream, subject, st.streamSeq, data, err)
+		}
 		if err != nil {
 			st.loaded = false
 			if streams.IsWrongLastSequence(err) && attempt < maxConflicts {
@@ -80,16 +87,21 @@ func (c *Cache) Commit(ctx context.Context, st *State, conv string, op Op) (Comm
 			return Committed{}, fmt.Errorf("conversation: store event %d of %s: %w", ev.Seq, conv, err)
 		}
 		if pa.Duplicate {
-			// A resend: answer the first event, whatever this one carried.
 			orig, err := stream.GetMsg(ctx, pa.Sequence)
 			if err != nil {
+				st.loaded = false
 				return Committed{}, fmt.Errorf("conversation: first event of a resend to %s: %w", conv, err)
 			}
-			var m event.Msg
-			if err := json.Unmarshal(orig.Data, &m); err != nil {
-				return Committed{}, fmt.Errorf("conversation: first event of a resend to %s: %w", conv, err)
+			if !res.Uncertain || !bytes.Equal(orig.Data, data) {
+				// A resend: answer the first event, whatever this one carried.
+				var m event.Msg
+				if err := json.Unmarshal(orig.Data, &m); err != nil {
+					return Committed{}, fmt.Errorf("conversation: first event of a resend to %s: %w", conv, err)
+				}
+				return Committed{ID: m.ID, Conv: m.Conv, Seq: m.Seq, TS: m.TS, Duplicate: true}, nil
 			}
-			return Committed{ID: m.ID, Conv: m.Conv, Seq: m.Seq, TS: m.TS, Duplicate: true}, nil
+			// The duplicate of an attempt of ours that got no answer: this
+			// very event, stored once.
 		}
 		st.seq, st.streamSeq, st.ts = ev.Seq, pa.Sequence, ev.TS
 		if ev.Kind != event.KindText {
@@ -104,4 +116,22 @@ func (c *Cache) Commit(ctx context.Context, st *State, conv string, op Op) (Comm
 		c.onStored(conv, ev.Seq, pa.Sequence, data)
 		return Committed{ID: ev.ID, Conv: conv, Seq: ev.Seq, TS: ev.TS}, nil
 	}
+}
+
+// ours tells whether the event stored on subject right after expected (the
+// one a compare-and-set on expected let in) is data: an earlier attempt of
+// this commit, stored though its answer was lost. Then it answers that
+// event's ack; otherwise conflict, the wrong-last-sequence error.
+func (c *Cache) ours(ctx context.Context, stream jetstream.Stream, subject string, expected uint64, data []byte, conflict error) (*jetstream.PubAck, error) {
+	next, err := stream.GetMsg(ctx, expected+1, jetstream.WithGetMsgSubject(subject))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, conflict
+		}
+		return nil, fmt.Errorf("conversation: read back an unanswered attempt on %s: %w", subject, err)
+	}
+	if !bytes.Equal(next.Data, data) {
+		return nil, conflict
+	}
+	return &jetstream.PubAck{Sequence: next.Sequence}, nil
 }
