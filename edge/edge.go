@@ -31,6 +31,7 @@ type Edge struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	pub      *jspub.Publisher // sends and receipts: retried through node faults
+	natsBack chan struct{}    // NATSReconnected: presence reports again at once
 	h        *streams.Handles
 	verifier *auth.Verifier
 	log      *zap.Logger
@@ -106,6 +107,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 		replaySlots:   make(chan struct{}, cfg.MaxReplays),
 		stopping:      make(chan struct{}),
 		onlineSeen:    newOnlineSeen(),
+		natsBack:      make(chan struct{}, 1),
 	}
 	convs, err := conversation.NewCache(cfg.ConvCache, conversation.Deps{
 		JS: d.JS, Handles: h, Store: conversation.NewStore(nc, h, e.log),
@@ -246,7 +248,14 @@ func (e *Edge) NATSErrorHandler(_ *nats.Conn, sub *nats.Subscription, err error)
 
 // NATSReconnected refills every session: announcements sent while the
 // connection was down are lost.
-func (e *Edge) NATSReconnected(*nats.Conn) { e.hub.refillAll() }
+// It also has presence beat and report the edge's users at once.
+func (e *Edge) NATSReconnected(*nats.Conn) {
+	e.hub.refillAll()
+	select {
+	case e.natsBack <- struct{}{}:
+	default:
+	}
+}
 
 // online tells whether user has a connection on any edge: an edge holding
 // one answers the probe on the user's live subject.

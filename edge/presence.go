@@ -45,7 +45,9 @@ func (e *Edge) reportPresence(user string, on bool) {
 }
 
 // presenceLoop beats the heartbeat and sends the full list of users now and
-// then, and whenever the presence service asks (after it starts).
+// then, and whenever the presence service asks (after it starts) or the
+// NATS connection came back (reports sent into a silent server are lost;
+// the heartbeat at once keeps the silence presence sees under its timeout).
 func (e *Edge) presenceLoop(ctx context.Context) {
 	resync := make(chan struct{}, 1)
 	sub, err := e.nc.Subscribe(subjects.PresenceResync, func(*nats.Msg) {
@@ -87,6 +89,9 @@ func (e *Edge) presenceLoop(ctx context.Context) {
 		case <-full.C:
 			sync()
 		case <-resync:
+			sync()
+		case <-e.natsBack:
+			_ = e.nc.Publish(subjects.PresenceHeartbeat(e.id), hb)
 			sync()
 		}
 	}

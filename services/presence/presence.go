@@ -27,6 +27,10 @@ type Config struct {
 	// EdgeTimeout: an edge silent this long is dead. Default 15s (with the
 	// offline delay: a dead edge's users are told offline within 25 s).
 	EdgeTimeout time.Duration
+	// ProbeTimeout bounds the ping the service sends its own NATS server
+	// every second: not answered, the service is deaf (its server paused
+	// or cut off) and holds no edge's silence against it. Default 1s.
+	ProbeTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -38,6 +42,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EdgeTimeout <= 0 {
 		c.EdgeTimeout = 15 * time.Second
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = time.Second
 	}
 	return c
 }
@@ -81,6 +88,11 @@ type Service struct {
 	mu    sync.Mutex
 	users map[string]*user
 	edges map[string]*edgeState
+
+	// Run's goroutine only: whether the last probe of the own connection
+	// failed, and its reconnect count then.
+	deaf       bool
+	reconnects uint64
 
 	// Changes to tell, per shard of users (one user's in order): told by
 	// a few goroutines, not one per change, as many connect at once.
@@ -132,6 +144,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	// What edges hold right now: every edge answers with a full report.
 	_ = s.nc.Publish(subjects.PresenceResync, nil)
+	s.reconnects = s.nc.Stats().Reconnects
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -145,8 +158,10 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 			s.mu.Unlock()
 			return nil
-		case now := <-t.C:
-			s.expireEdges(now)
+		case <-t.C:
+			if s.hearing() {
+				s.expireEdges(time.Now())
+			}
 		}
 	}
 }
@@ -218,6 +233,38 @@ func (s *Service) onSync(m *nats.Msg) {
 		}
 	}
 	e.pending = nil
+}
+
+// hearing tells whether the service hears the edges: its connection is up
+// and its server answers a ping. When it did not (the server paused: the
+// client notices only after its ping interval x max pings out, then moves
+// to another server) or the connection moved since the last tick, the
+// edges' silence meanwhile was the service's own: every edge's clock
+// starts again and every edge is asked for its full report (reports sent
+// into a silent server are lost).
+func (s *Service) hearing() bool {
+	if s.nc.Status() != nats.CONNECTED || s.nc.FlushTimeout(s.cfg.ProbeTimeout) != nil {
+		if !s.deaf {
+			s.deaf = true
+			s.m.deaf.Inc()
+			s.log.Warn("presence cannot hear the edges: edge timeouts paused", zap.String("nats_status", s.nc.Status().String()))
+		}
+		return false
+	}
+	reconnects := s.nc.Stats().Reconnects
+	if !s.deaf && reconnects == s.reconnects {
+		return true
+	}
+	s.deaf, s.reconnects = false, reconnects
+	now := time.Now()
+	s.mu.Lock()
+	for _, e := range s.edges {
+		e.seen = now
+	}
+	s.mu.Unlock()
+	_ = s.nc.Publish(subjects.PresenceResync, nil)
+	s.log.Info("presence hears the edges again: their clocks restarted, full reports asked")
+	return true
 }
 
 // expireEdges takes dead edges' users off them.
