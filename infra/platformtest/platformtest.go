@@ -75,6 +75,10 @@ type Options struct {
 	// (cluster.go) instead of one, with streams of min(Cluster, 3)
 	// replicas; clients connect with every node's URL.
 	Cluster int
+	// Dial, if set, gives the URL(s) (comma-separated) and extra options
+	// of each role connection, from the role and the servers' URL(s): a test
+	// puts a Proxy in front of the server for some roles.
+	Dial func(role, server string) (string, []nats.Option)
 }
 
 // Platform is a running test platform.
@@ -290,7 +294,13 @@ func (p *Platform) RoleConn(role string, opts ...nats.Option) *nats.Conn {
 	}
 	record := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { p.violation(role, err) })
 	all := append([]nats.Option{nats.MaxReconnects(-1), record}, auth...)
-	nc, err := nats.Connect(p.URL(), append(all, opts...)...)
+	url := p.URL()
+	if p.opts.Dial != nil {
+		var extra []nats.Option
+		url, extra = p.opts.Dial(role, url)
+		all = append(all, extra...)
+	}
+	nc, err := nats.Connect(url, append(all, opts...)...)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -11,7 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"messenger/infra/jspub"
 	"messenger/infra/natsserver"
+	"messenger/infra/platformtest"
 	"messenger/services/conversation"
 	"messenger/services/event"
 	"messenger/streams"
@@ -184,5 +186,81 @@ func TestMembershipsBoundAndRecheck(t *testing.T) {
 	ms.Leave(ctx, "g3", "a", "b")
 	if count("a") != 1 || count("b") != 1 {
 		t.Fatalf("after leave: a %d b %d", count("a"), count("b"))
+	}
+}
+
+// A commit whose answer is lost (the server stored it, then went silent):
+// the attempt times out, the connection moves to another server and the
+// same compare-and-set is sent again. Answered "wrong last sequence" (no
+// message id to deduplicate it), the commit finds its own event stored
+// next and answers it: stored once, acked with its seq, nothing retried
+// under another seq. With a message id the retry is a duplicate of its own
+// attempt: answered as stored, not as a client's resend.
+func TestCommitWhoseAnswerWasLostIsStoredOnce(t *testing.T) {
+	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	for _, dedup := range []string{"", "ann:2"} {
+		t.Run("dedup="+dedup, func(t *testing.T) {
+			px := platformtest.StartProxy(t, ns.ClientURL())
+			// The proxy first, the server itself second: where the
+			// connection moves.
+			nc, err := nats.Connect(px.URL()+","+ns.ClientURL(), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := streams.Ensure(ctx, js, streams.Config{}); err != nil {
+				t.Fatal(err)
+			}
+			h, err := streams.Open(ctx, js, streams.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var reasons []string
+			c, err := conversation.NewCache(100, conversation.Deps{
+				JS: js, Handles: h, Store: conversation.NewStore(nc, h, zap.NewNop()),
+				Publish: jspub.Config{AttemptTimeout: 500 * time.Millisecond, OnRetry: func(r string) { reasons = append(reasons, r) }},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			conv := event.DirectConv("ann", "bob"+dedup)
+			st := c.Direct(conv, "ann", "bob"+dedup)
+			if _, err := c.Commit(ctx, st, conv, conversation.Op{DedupID: "ann:1", Check: allow, Build: text("ann", "1")}); err != nil {
+				t.Fatal(err)
+			}
+			px.HoldReplies()
+			got, err := c.Commit(ctx, st, conv, conversation.Op{DedupID: dedup, Check: allow, Build: text("ann", "2")})
+			if err != nil {
+				t.Fatalf("commit through a lost answer: %v", err)
+			}
+			if got.Seq != 2 || got.Duplicate || got.ID != "2" {
+				t.Fatalf("answered %+v, want seq 2, not a duplicate", got)
+			}
+			if len(reasons) == 0 || reasons[0] != "timeout" {
+				t.Fatalf("retries %v, want a timeout first", reasons)
+			}
+			if nc.ConnectedUrl() != ns.ClientURL() {
+				t.Fatalf("connection on %s, want moved to %s", nc.ConnectedUrl(), ns.ClientURL())
+			}
+			info, err := h.ConvStreamOf(conv).Info(ctx, jetstream.WithSubjectFilter(h.Layout.ConvEvents(conv)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := info.State.Subjects[h.Layout.ConvEvents(conv)]; n != 2 {
+				t.Fatalf("%d events stored, want 2", n)
+			}
+			// The next commit follows on at once (the state is the stored one).
+			third, err := c.Commit(ctx, st, conv, conversation.Op{Check: allow, Build: text("ann", "3")})
+			if err != nil || third.Seq != 3 {
+				t.Fatalf("next commit: %+v, %v", third, err)
+			}
+		})
 	}
 }
