@@ -14,9 +14,10 @@ import (
 
 // StoredMsg is one message read back from a stream.
 type StoredMsg struct {
-	Seq    uint64
-	Header nats.Header
-	Data   []byte
+	Seq     uint64
+	Subject string
+	Header  nats.Header
+	Data    []byte
 }
 
 type directGetRequest struct {
@@ -34,27 +35,65 @@ var ErrDirectGet = errors.New("streams: direct get failed")
 // allow direct gets). more tells whether messages beyond the batch remain.
 // It is how queues are replayed without a consumer per connection.
 func ReadAfter(ctx context.Context, nc *nats.Conn, stream, subject string, after uint64, max int) (msgs []StoredMsg, more bool, err error) {
-	req, _ := json.Marshal(directGetRequest{Seq: after + 1, NextBySubj: subject, Batch: max, MaxBytes: 1 << 20})
+	msgs, more, err = readBatch(ctx, nc, stream, directGetRequest{Seq: after + 1, NextBySubj: subject, Batch: max, MaxBytes: 1 << 20})
+	if err != nil {
+		return msgs, false, fmt.Errorf("streams: read %s after %d: %w", subject, after, err)
+	}
+	return msgs, more, nil
+}
+
+// ReadRange reads, in one round trip, the messages of stream (any subject)
+// with sequences from..to, at most max of them and about 1 MiB. through is
+// the last sequence the answer accounts for: every sequence from..through
+// not among msgs is not in the stream (deleted); through is below to when
+// the batch was cut by its size, or when the server answering holds no more:
+// in a cluster a direct get may be answered by a replica that has not stored
+// the newest messages yet, so a caller that needs them asks again.
+func ReadRange(ctx context.Context, nc *nats.Conn, stream string, from, to uint64, max int) (msgs []StoredMsg, through uint64, err error) {
+	if to < from {
+		return nil, to, nil
+	}
+	if span := to - from + 1; span < uint64(max) {
+		max = int(span)
+	}
+	msgs, _, err = readBatch(ctx, nc, stream, directGetRequest{Seq: from, Batch: max, MaxBytes: 1 << 20})
+	through = from - 1
+	if len(msgs) > 0 {
+		through = msgs[len(msgs)-1].Seq
+	}
+	for len(msgs) > 0 && msgs[len(msgs)-1].Seq > to { // stepped over deleted ones
+		msgs, through = msgs[:len(msgs)-1], to
+	}
+	if err != nil {
+		return msgs, through, fmt.Errorf("streams: read %s %d..%d: %w", stream, from, to, err)
+	}
+	return msgs, through, nil
+}
+
+// readBatch makes one batch direct get and gathers its answers until the
+// server says the batch is over.
+func readBatch(ctx context.Context, nc *nats.Conn, stream string, r directGetRequest) (msgs []StoredMsg, more bool, err error) {
+	req, _ := json.Marshal(r)
 	inbox := nc.NewRespInbox()
 	// A channel sized for the answer: SubscribeSync would allocate one of
 	// 65,536 slots (512 KiB) on every read.
-	ch := make(chan *nats.Msg, max+2)
+	ch := make(chan *nats.Msg, r.Batch+2)
 	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return nil, false, fmt.Errorf("streams: read %s: subscribe: %w", subject, err)
+		return nil, false, fmt.Errorf("subscribe: %w", err)
 	}
 	defer sub.Unsubscribe()
 	if err := nc.PublishRequest(subjects.DirectGet(stream), inbox, req); err != nil {
-		return nil, false, fmt.Errorf("streams: read %s: request: %w", subject, err)
+		return nil, false, fmt.Errorf("request: %w", err)
 	}
 	for {
 		m, err := next(ctx, ch)
 		if err != nil {
-			return msgs, false, fmt.Errorf("streams: read %s after %d: %w", subject, after, err)
+			return msgs, false, err
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
-		case "404": // nothing after `after`
+		case "404": // nothing from there on
 			return msgs, false, nil
 		case "204": // end of batch
 			np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
@@ -66,7 +105,7 @@ func ReadAfter(ctx context.Context, nc *nats.Conn, stream, subject string, after
 		if err != nil {
 			return msgs, false, fmt.Errorf("%w: %s: no sequence header", ErrDirectGet, stream)
 		}
-		msgs = append(msgs, StoredMsg{Seq: seq, Header: m.Header, Data: m.Data})
+		msgs = append(msgs, StoredMsg{Seq: seq, Subject: m.Header.Get("Nats-Subject"), Header: m.Header, Data: m.Data})
 	}
 }
 

@@ -203,14 +203,21 @@ func (c Config) DeadLetterStreamConfig() jetstream.StreamConfig {
 
 // ProjectorConsumerConfig is the projector's durable pull consumer on
 // conversation stream p: acked in order (AckAll) once ClickHouse has the
-// batch; redelivery is driven by the projector itself, never by the server.
+// batch and every event before it. An ack covers events fetched by nobody
+// alive (a projector killed mid-batch, a fetch reply lost): the projector
+// reads those from the stream before it acks (services/projector/gap.go).
+// AckWait only matters for the newest events of such a lost fetch, which no
+// later ack covers while nothing new comes: they are delivered again after
+// a minute. Several projectors may pull from it at once (a hand-over);
+// MaxAckPending bounds what is fetched and not yet acked, well above the
+// largest batch (--projector-batch).
 func ProjectorConsumerConfig(p int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ProjectorDurable,
 		Description:   "ClickHouse history projection of " + ConvStream(p),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckAllPolicy,
-		AckWait:       5 * time.Minute,
+		AckWait:       time.Minute,
 		MaxDeliver:    -1,
 		MaxAckPending: 50_000,
 		MaxWaiting:    16,

@@ -14,8 +14,14 @@ import (
 	"messenger/streams"
 )
 
+// adminFlags are the one-shot commands' own flags.
+type adminFlags struct {
+	drop   bool // rebuild-history
+	repair bool // check-history
+}
+
 // admin runs the one-shot commands on the projection.
-func admin(ctx context.Context, cmd string, cfg *config, drop bool) error {
+func admin(ctx context.Context, cmd string, cfg *config, f adminFlags) error {
 	log, err := newLogger(cfg.LogLevel)
 	if err != nil {
 		return err
@@ -66,7 +72,7 @@ func admin(ctx context.Context, cmd string, cfg *config, drop bool) error {
 		}
 		return nil
 	case "rebuild-history":
-		if drop {
+		if f.drop {
 			if err := chinfra.DropAll(cctx, conn, chc); err != nil {
 				return err
 			}
@@ -90,6 +96,43 @@ func admin(ctx context.Context, cmd string, cfg *config, drop bool) error {
 		}
 		fmt.Println("history rebuilt: every conversation stream is projected")
 		return nil
+	case "check-history":
+		return checkHistory(ctx, p, f.repair)
 	}
 	return nil
+}
+
+// checkHistory prints, per partition, the events below the projector's ack
+// floor that ClickHouse lacks (and that are no dead letters), repairs them
+// with --repair and checks again; it fails while holes remain.
+func checkHistory(ctx context.Context, p *projector.Projector, repair bool) error {
+	rep, err := p.CheckHistory(ctx, nil, repair)
+	printCheck(rep, repair)
+	if err != nil {
+		return err
+	}
+	if repair && rep.Missing() > 0 {
+		if rep, err = p.CheckHistory(ctx, nil, false); err != nil {
+			return err
+		}
+		fmt.Println("checked again after the repair:")
+		printCheck(rep, false)
+	}
+	if n := rep.Missing(); n > 0 {
+		return fmt.Errorf("%d events missing from ClickHouse", n)
+	}
+	return nil
+}
+
+func printCheck(rep projector.CheckReport, repair bool) {
+	for _, c := range rep.Partitions {
+		line := fmt.Sprintf("partition %d: checked up to stream seq %d: %d holes", c.Partition, c.Floor, c.Missing)
+		if c.Missing > 0 {
+			line += " (" + projector.FormatRuns(c.Holes, 50) + ")"
+		}
+		if repair {
+			line += fmt.Sprintf(", %d repaired", c.Repaired)
+		}
+		fmt.Println(line)
+	}
 }

@@ -60,7 +60,7 @@ func (a *app) runProjector(ctx context.Context) error {
 		return nil
 	}
 	p, err := projector.New(projector.Config{BatchSize: a.cfg.ProjectorBatch, BatchWait: a.cfg.ProjectorWait,
-		Ownership: a.cfg.PartitionOwnership, WorkerID: a.cfg.WorkerID}, a.js, a.h, conn, a.log, a.reg)
+		Ownership: a.cfg.PartitionOwnership, WorkerID: a.cfg.WorkerID, HistoryCheckEvery: a.cfg.HistoryCheckEvery}, a.js, a.h, conn, a.log, a.reg)
 	if err != nil {
 		return err
 	}

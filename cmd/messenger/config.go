@@ -97,6 +97,8 @@ type config struct {
 	NATSPingInterval   time.Duration
 	NATSMaxPingsOut    int
 	NATSPublishAttempt time.Duration
+	// projection holes (issue 13, projgap)
+	HistoryCheckEvery time.Duration
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -166,6 +168,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	c.clusterFlags(fs)
 	c.chShardFlags(fs)
 	c.availFlags(fs)
+	// projection holes (issue 13): the projector's periodic history check.
+	fs.DurationVar(&c.HistoryCheckEvery, "history-check-every", 10*time.Minute, "projector: how often to compare each conversation stream with ClickHouse and project again the events missing below the ack floor (messenger_projector_holes; 0: never)")
 }
 
 // ownershipFlags: how fan-outs and projectors share the partitions (issue 13).

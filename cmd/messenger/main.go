@@ -26,6 +26,7 @@ commands:
   presence   who is online, told to watchers, against --nats
   replay-dead-letters  project the projector's dead letters again
   rebuild-history      make the ClickHouse projection again from the streams [--drop]
+  check-history        compare each conversation stream with ClickHouse, print the holes [--repair]
   nats-creds  make the NATS identities under --nats-creds (default <data>/nats): a seed per role, users.json, nats-server.conf
   setup    create or update the streams and buckets on --nats as the admin identity (a nats-server cluster)
   token    print a token: messenger token <user> [--ttl 24h]
@@ -109,14 +110,15 @@ func run(args []string) error {
 			return err
 		}
 		return chat(&cfg, user, *to, *url, os.Stdin, os.Stdout)
-	case "replay-dead-letters", "rebuild-history":
+	case "replay-dead-letters", "rebuild-history", "check-history":
 		drop := fs.Bool("drop", false, "rebuild-history: drop the tables first (stop every projector before)")
+		repair := fs.Bool("repair", false, "check-history: project the missing events again from the streams")
 		if err := parse(fs, args, &cfg); err != nil {
 			return err
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		return admin(ctx, cmd, &cfg, *drop)
+		return admin(ctx, cmd, &cfg, adminFlags{drop: *drop, repair: *repair})
 	case "nats-creds":
 		if err := parse(fs, args, &cfg); err != nil {
 			return err

@@ -18,20 +18,29 @@ type metrics struct {
 	lastTime     *prometheus.GaugeVec
 	lagEvents    *prometheus.GaugeVec
 	lagSeconds   *prometheus.GaugeVec
+	// gaps and holes (gap.go, check.go)
+	gapEvents     prometheus.Counter
+	holes         *prometheus.GaugeVec
+	holesFound    *prometheus.CounterVec
+	holesRepaired *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		events:       prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projector_events_total", Help: "Conversation-stream events projected into ClickHouse (or dead-lettered)."}),
-		insertErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projector_insert_errors_total", Help: "Failed ClickHouse inserts (retried)."}),
-		deadLetters:  prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projector_dead_letters_total", Help: "Events given up on and stored as dead letters."}),
-		projected:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_stream_seq", Help: "Last conversation-stream sequence projected, per partition."}, []string{"partition"}),
-		lastTime:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_event_time_seconds", Help: "Stream time of the last event projected, per partition."}, []string{"partition"}),
-		lagEvents:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_lag_events", Help: "Events stored but not yet projected, per partition."}, []string{"partition"}),
-		lagSeconds:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_lag_seconds", Help: "Age of the oldest event not yet projected, per partition (0 when none)."}, []string{"partition"}),
+		events:        prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projector_events_total", Help: "Conversation-stream events projected into ClickHouse (or dead-lettered)."}),
+		insertErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projector_insert_errors_total", Help: "Failed ClickHouse inserts (retried)."}),
+		deadLetters:   prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projector_dead_letters_total", Help: "Events given up on and stored as dead letters."}),
+		projected:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_stream_seq", Help: "Last conversation-stream sequence projected, per partition."}, []string{"partition"}),
+		lastTime:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_event_time_seconds", Help: "Stream time of the last event projected, per partition."}, []string{"partition"}),
+		lagEvents:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_lag_events", Help: "Events stored but not yet projected, per partition."}, []string{"partition"}),
+		lagSeconds:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_lag_seconds", Help: "Age of the oldest event not yet projected, per partition (0 when none)."}, []string{"partition"}),
+		gapEvents:     prometheus.NewCounter(prometheus.CounterOpts{Name: "messenger_projector_gap_events_total", Help: "Events fetched by no running projector (killed mid-batch, fetch reply lost), read from the stream and inserted before the batch that followed them."}),
+		holes:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "messenger_projector_holes", Help: "Events below the projector's ack floor missing from ClickHouse and from the dead letters, as the last history check left them (after its repair), per partition."}, []string{"partition"}),
+		holesFound:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "messenger_projector_holes_found_total", Help: "Events the history checks found missing from ClickHouse below the ack floor, per partition (any increase is a lost event)."}, []string{"partition"}),
+		holesRepaired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "messenger_projector_holes_repaired_total", Help: "Missing events the history checks projected again from the stream, per partition."}, []string{"partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.insertErrors, m.deadLetters, m.projected, m.lastTime, m.lagEvents, m.lagSeconds)
+		reg.MustRegister(m.events, m.insertErrors, m.deadLetters, m.projected, m.lastTime, m.lagEvents, m.lagSeconds, m.gapEvents, m.holes, m.holesFound, m.holesRepaired)
 	}
 	return m
 }

@@ -42,6 +42,10 @@ type Config struct {
 	// WorkerID names this projector among the projectors (default: host
 	// name and process id).
 	WorkerID string
+	// HistoryCheckEvery is how often the projector checks its partitions
+	// for events missing from ClickHouse and repairs them (check.go); the
+	// first check is at most 30s after the start. Zero: never.
+	HistoryCheckEvery time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -106,6 +110,8 @@ func (p *Projector) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); p.watchLag(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); p.watchHoles(ctx, p.Owned) }()
 	defer wg.Wait()
 	if p.member != nil {
 		return p.member.Run(ctx, p.runPartition)
@@ -132,6 +138,10 @@ func (p *Projector) runPartition(ctx context.Context, part int) error {
 	if err != nil {
 		return nil
 	}
+	// next is the first stream sequence not known to be in ClickHouse: every
+	// batch is inserted together with whatever lies between next and it
+	// (gap.go), so that its AckAll never covers an event nobody inserted.
+	next := cons.CachedInfo().AckFloor.Stream + 1
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(p.cfg.BatchSize, jetstream.FetchMaxWait(p.cfg.BatchWait))
 		if err != nil {
@@ -140,6 +150,7 @@ func (p *Projector) runPartition(ctx context.Context, part int) error {
 				if cons, err = p.consumer(ctx, part); err != nil {
 					return nil
 				}
+				next = cons.CachedInfo().AckFloor.Stream + 1
 				continue
 			}
 			p.log.Warn("fetch", zap.Int("partition", part), zap.Error(err))
@@ -155,20 +166,25 @@ func (p *Projector) runPartition(ctx context.Context, part int) error {
 				if cons, err = p.consumer(ctx, part); err != nil {
 					return nil
 				}
+				next = cons.CachedInfo().AckFloor.Stream + 1
 			}
 			continue
 		}
 		if len(msgs) == 0 {
 			continue
 		}
-		if err := p.project(ctx, part, msgs); err != nil {
+		b, err := p.closeGaps(ctx, part, cons, next, msgs)
+		if err != nil {
 			return nil // ctx ended with the batch unacked: it is redelivered next run
 		}
-		last := msgs[len(msgs)-1]
-		if err := last.DoubleAck(ctx); err != nil {
+		if err := p.project(ctx, part, b.events); err != nil {
+			return nil
+		}
+		if err := b.last.DoubleAck(ctx); err != nil {
 			p.log.Warn("ack batch", zap.Int("partition", part), zap.Error(err))
 		}
-		if meta, err := last.Metadata(); err == nil {
+		next = max(next, b.hi+1)
+		if meta, err := b.last.Metadata(); err == nil {
 			p.m.projected.WithLabelValues(strconv.Itoa(part)).Set(float64(meta.Sequence.Stream))
 			p.m.lastTime.WithLabelValues(strconv.Itoa(part)).Set(float64(meta.Timestamp.UnixNano()) / 1e9)
 		}
@@ -176,18 +192,22 @@ func (p *Projector) runPartition(ctx context.Context, part int) error {
 	return nil
 }
 
-// project inserts one batch; it returns only when every event is in
+// storedEvent is one event of a conversation stream, fetched by the
+// consumer or read from the stream itself.
+type storedEvent struct {
+	subject   string
+	data      []byte
+	streamSeq uint64
+}
+
+// project inserts events; it returns only when every event is in
 // ClickHouse or in the dead letters, or when ctx ends.
-func (p *Projector) project(ctx context.Context, part int, msgs []jetstream.Msg) error {
+func (p *Projector) project(ctx context.Context, part int, events []storedEvent) error {
 	byTable := map[string][]row{}
-	for _, m := range msgs {
-		meta, err := m.Metadata()
+	for _, e := range events {
+		rows, err := toRows(e.subject, e.data, part, e.streamSeq)
 		if err != nil {
-			continue
-		}
-		rows, err := toRows(m.Subject(), m.Data(), part, meta.Sequence.Stream)
-		if err != nil {
-			if derr := p.deadLetter(ctx, m.Subject(), m.Data(), part, meta.Sequence.Stream, err.Error()); derr != nil {
+			if derr := p.deadLetter(ctx, e.subject, e.data, part, e.streamSeq, err.Error()); derr != nil {
 				return derr
 			}
 			continue
@@ -203,7 +223,7 @@ func (p *Projector) project(ctx context.Context, part int, msgs []jetstream.Msg)
 			}
 		}
 	}
-	p.m.events.Add(float64(len(msgs)))
+	p.m.events.Add(float64(len(events)))
 	return nil
 }
 
