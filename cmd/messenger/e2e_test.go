@@ -537,12 +537,14 @@ func TestNoSecretRefusesToStartAndDevKeepsOne(t *testing.T) {
 }
 
 // The binary with ClickHouse: history pages come from the projection,
-// rebuild-history and replay-dead-letters run against a live platform.
+// rebuild-history, replay-dead-letters and check-history run against a live
+// platform.
 func TestHistoryCommandsAgainstARunningPlatform(t *testing.T) {
 	addr, natsAddr := freeAddr(t), freeAddr(t)
 	db := testDB(t)
 	data := t.TempDir()
-	start(t, "all", "--http", addr, "--nats-listen", natsAddr, "--data", data, "--clickhouse-db", db)
+	// No periodic history check: the test makes a hole for check-history.
+	start(t, "all", "--http", addr, "--nats-listen", natsAddr, "--data", data, "--clickhouse-db", db, "--history-check-every", "0")
 	tok := token(t, "alice")
 	var conv string
 	for i := 0; i < 30; i++ {
@@ -589,6 +591,38 @@ func TestHistoryCommandsAgainstARunningPlatform(t *testing.T) {
 	var n uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM messages_final WHERE conv = ?", conv).Scan(&n); err != nil || n != 30 {
 		t.Fatalf("projection holds %d messages (%v), want 30", n, err)
+	}
+
+	// check-history: no hole; then one made by deleting a row: found (exit
+	// status 1), repaired with --repair (exit status 0).
+	checkHistory := func(args ...string) (string, error) {
+		cmd := exec.Command(binary, append([]string{"check-history", "--nats", "nats://" + natsAddr, "--clickhouse-db", db, "--data", data}, args...)...)
+		cmd.Env = append(os.Environ(), "MESSENGER_CLICKHOUSE="+chinfra.TestAddr())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := checkHistory(); err != nil || !strings.Contains(out, ": 0 holes") {
+		t.Fatalf("check-history on a whole projection: %v\n%s", err, out)
+	}
+	if err := conn.Exec(ctx, "ALTER TABLE messages DELETE WHERE conv = ? AND seq = 7", conv); err != nil {
+		t.Fatal(err)
+	}
+	platformtest.Eventually(t, platformtest.Patience, func() error { // a mutation runs in the background
+		if err := conn.QueryRow(ctx, "SELECT count() FROM messages WHERE conv = ? AND seq = 7", conv).Scan(&n); err != nil || n != 0 {
+			return platformtest.Errorf("row still there: %d %v", n, err)
+		}
+		return nil
+	})
+	if out, err := checkHistory(); err == nil || !strings.Contains(out, ": 1 holes") {
+		t.Fatalf("check-history with a row deleted: %v\n%s", err, out)
+	}
+	if out, err := checkHistory("--repair"); err != nil || !strings.Contains(out, "1 holes") || !strings.Contains(out, "1 repaired") {
+		t.Fatalf("check-history --repair: %v\n%s", err, out)
+	} else {
+		t.Logf("check-history --repair: %s", out)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count() FROM messages_final WHERE conv = ?", conv).Scan(&n); err != nil || n != 30 {
+		t.Fatalf("after the repair the projection holds %d messages (%v), want 30", n, err)
 	}
 }
 

@@ -422,7 +422,7 @@ func (p *Projector) watchHoles(ctx context.Context, parts func() []int) {
 		if len(owned) == 0 {
 			continue // none of this projector's (nil would mean all)
 		}
-		cctx, cancel := context.WithTimeout(ctx, every)
+		cctx, cancel := context.WithTimeout(ctx, max(every, checkTimeout))
 		rep, err := p.CheckHistory(cctx, owned, true)
 		cancel()
 		for _, c := range rep.Partitions {
@@ -442,8 +442,13 @@ func (p *Projector) watchHoles(ctx context.Context, parts func() []int) {
 	}
 }
 
-// firstCheckAfter is when a projector makes its first history check.
-const firstCheckAfter = 30 * time.Second
+const (
+	// firstCheckAfter is when a projector makes its first history check.
+	firstCheckAfter = 30 * time.Second
+	// checkTimeout bounds a history check (or HistoryCheckEvery if longer):
+	// one stuck on a replica that never answers gives way to the next.
+	checkTimeout = 5 * time.Minute
+)
 
 // FormatRuns writes runs as "3, 7-9", at most max of them.
 func FormatRuns(runs []SeqRange, max int) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	chinfra "messenger/infra/clickhouse"
 	"messenger/infra/natsauth"
@@ -288,37 +289,9 @@ func TestHistoryCheckFindsAndRepairsHoles(t *testing.T) {
 		}
 		slices.Sort(want[part])
 	}
-	keys := func(m map[[2]uint64]bool) []uint64 {
-		var out []uint64
-		for k := range m {
-			out = append(out, k[0]<<32|k[1])
-		}
-		return out
-	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), 2*platformtest.Patience)
 	defer cancel()
-	copyDB := p.CHDB + "_holes"
-	conn, err := chinfra.Open(ctx, chinfra.Config{Addr: chinfra.TestAddr(), Database: copyDB})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+copyDB)
-		conn.Close()
-	})
-	if err := chinfra.Apply(ctx, conn); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		table string
-		left  []uint64
-	}{{"messages", keys(drop)}, {"receipts", keys(drop)}, {"membership", append(keys(drop), keys(membOnly)...)}} {
-		q := "INSERT INTO " + c.table + " SELECT * FROM " + p.CHDB + "." + c.table + " WHERE NOT has(?, bitShiftLeft(toUInt64(part), 32) + stream_seq)"
-		if err := conn.Exec(ctx, q, c.left); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	conn := copyWithout(t, p, drop, membOnly)
 
 	nc, h := p.RoleHandles(natsauth.RoleProjector)
 	js, _ := jetstream.New(nc)
@@ -379,4 +352,109 @@ func TestHistoryCheckFindsAndRepairsHoles(t *testing.T) {
 			t.Errorf("%s: %d events after the repair, the original projection has %d", table, a, b)
 		}
 	}
+}
+
+// copyWithout copies the platform's projection into a database of its own
+// without the events drop (from every table) and membOnly (from membership
+// only), keyed by (partition, stream seq).
+func copyWithout(t *testing.T, p *platformtest.Platform, drop, membOnly map[[2]uint64]bool) driver.Conn {
+	t.Helper()
+	keys := func(m map[[2]uint64]bool) []uint64 {
+		out := []uint64{0} // never a stream seq: the array is never empty
+		for k := range m {
+			out = append(out, k[0]<<32|k[1])
+		}
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), platformtest.Patience)
+	defer cancel()
+	copyDB := p.CHDB + "_holes"
+	conn, err := chinfra.Open(ctx, chinfra.Config{Addr: chinfra.TestAddr(), Database: copyDB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+copyDB)
+		conn.Close()
+	})
+	if err := chinfra.Apply(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		table string
+		left  []uint64
+	}{{"messages", keys(drop)}, {"receipts", keys(drop)}, {"membership", append(keys(drop), keys(membOnly)...)}} {
+		q := "INSERT INTO " + c.table + " SELECT * FROM " + p.CHDB + "." + c.table + " WHERE NOT has(?, bitShiftLeft(toUInt64(part), 32) + stream_seq)"
+		if err := conn.Exec(ctx, q, c.left); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return conn
+}
+
+// The projector's own periodic check finds holes, repairs them and says so
+// in its metrics.
+func TestPeriodicHistoryCheckRepairs(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 1, NoFanout: true})
+	pb := newPublisher(t, p)
+	pb.mixed(60, "c1", "c2")
+	p.WaitProjected()
+	drop := map[[2]uint64]bool{}
+	for _, i := range []int{3, 10, 11, 40} {
+		drop[[2]uint64{0, pb.stored[i].streamSeq}] = true
+	}
+	conn := copyWithout(t, p, drop, nil)
+	if have := projected(t, conn, 0); len(have) != 60-len(drop) {
+		t.Fatalf("copy holds %d events, want %d", len(have), 60-len(drop))
+	}
+	p.StopProjector() // the consumer stays; this projector checks the copy
+
+	nc, h := p.RoleHandles(natsauth.RoleProjector)
+	js, _ := jetstream.New(nc)
+	reg := prometheus.NewRegistry()
+	pr, err := projector.New(projector.Config{HistoryCheckEvery: 200 * time.Millisecond, BatchWait: time.Second}, js, h, conn, p.Log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pr.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	platformtest.Eventually(t, platformtest.Patience, func() error {
+		found := gather(t, reg, "messenger_projector_holes_found_total")
+		repaired := gather(t, reg, "messenger_projector_holes_repaired_total")
+		if found != float64(len(drop)) || repaired != found {
+			return platformtest.Errorf("found %v, repaired %v, want %d", found, repaired, len(drop))
+		}
+		return nil
+	})
+	if have := projected(t, conn, 0); len(have) != 60 {
+		t.Fatalf("after the periodic check the copy holds %d events, want 60", len(have))
+	}
+	platformtest.Eventually(t, platformtest.Patience, func() error {
+		if g := gather(t, reg, "messenger_projector_holes"); g != 0 {
+			return platformtest.Errorf("holes gauge %v", g)
+		}
+		return nil
+	})
+}
+
+// gather is the sum of metric name's values in reg.
+func gather(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return total
 }
