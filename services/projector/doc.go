@@ -3,7 +3,9 @@
 //
 // One durable pull consumer per conversation stream (streams.ProjectorDurable)
 // fetches batches bounded by count and by time; a batch is inserted into
-// ClickHouse and only then acked (AckAll on its last event). Inserts are
+// ClickHouse, with any events between the projector's position and it read
+// from the stream (gap.go: an AckAll also acks what nobody inserted), and
+// only then acked (AckAll on its highest stream sequence). Inserts are
 // idempotent: tables are ReplacingMergeTree keyed by the event's place in its
 // stream, and every read collapses duplicates (FINAL, or LIMIT 1 BY seq in
 // the history page query), so an event delivered twice, or the whole stream
@@ -15,6 +17,10 @@
 // number of times on its own, then published to the dead-letter stream with
 // the reason, and the batch goes on. An event that does not decode is a dead
 // letter at once: retrying cannot fix it.
+//
+// The history check (check.go) compares each stream with ClickHouse up to
+// the ack floor, periodically in the projector and in `messenger
+// check-history`, and projects again what is missing.
 //
 // Concurrency: one goroutine per conversation stream; nothing is shared
 // between them but the ClickHouse connection pool and the metrics.
