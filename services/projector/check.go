@@ -47,9 +47,9 @@ var membershipKinds = []string{event.KindGroupCreated, event.KindMemberAdded, ev
 // PartitionCheck is what a history check found in one partition.
 type PartitionCheck struct {
 	Partition int
-	// Floor is the consumer's ack floor: the check covers the stream
-	// sequences up to it (0: nothing projected yet, nothing checked).
-	Floor uint64
+	// From and Floor bound the stream sequences checked: Floor is the
+	// consumer's ack floor (0: nothing projected yet, nothing checked).
+	From, Floor uint64
 	// Holes are the runs of events missing from ClickHouse and from the
 	// dead letters; Missing counts their events.
 	Holes   []SeqRange
@@ -89,6 +89,12 @@ func bucketKey(part int, b uint64) uint64 { return b*partsPerKey + uint64(part) 
 // the projector's insert path (a row ClickHouse refuses becomes a dead
 // letter, as always).
 func (p *Projector) CheckHistory(ctx context.Context, parts []int, repair bool) (CheckReport, error) {
+	return p.checkHistory(ctx, parts, nil, repair)
+}
+
+// checkHistory checks partitions parts from stream sequence from[part] on
+// (from the first when absent).
+func (p *Projector) checkHistory(ctx context.Context, parts []int, from map[int]uint64, repair bool) (CheckReport, error) {
 	if parts == nil {
 		for part := range p.h.Conv {
 			parts = append(parts, part)
@@ -102,13 +108,13 @@ func (p *Projector) CheckHistory(ctx context.Context, parts []int, repair bool) 
 		if err != nil {
 			return rep, err
 		}
-		floors[part], firsts[part] = floor, first
+		floors[part], firsts[part] = floor, max(first, from[part])
 	}
 	dead, err := p.deadSeqs(ctx)
 	if err != nil {
 		return rep, err
 	}
-	counts, err := p.countBuckets(ctx, floors)
+	counts, err := p.countBuckets(ctx, firsts, floors)
 	if err != nil {
 		return rep, err
 	}
@@ -116,9 +122,12 @@ func (p *Projector) CheckHistory(ctx context.Context, parts []int, repair bool) 
 	// in would hide a hole) are listed.
 	var short []uint64
 	for _, part := range parts {
-		for b := firsts[part] / bucketWidth; floors[part] > 0 && b <= floors[part]/bucketWidth; b++ {
+		for b := firsts[part] / bucketWidth; firsts[part] <= floors[part] && b <= floors[part]/bucketWidth; b++ {
 			lo, hi := max(b*bucketWidth, firsts[part]), min(b*bucketWidth+bucketWidth-1, floors[part])
 			c := counts[bucketKey(part, b)]
+			if c == nil {
+				c = &bucketCounts{}
+			}
 			if c.events+dead.count(part, lo, hi) != hi-lo+1 || c.membership != c.membershipKinds {
 				short = append(short, bucketKey(part, b))
 			}
@@ -139,7 +148,7 @@ func (p *Projector) CheckHistory(ctx context.Context, parts []int, repair bool) 
 		candidates = intersect(candidates, again)
 	}
 	for _, part := range parts {
-		pc := PartitionCheck{Partition: part, Floor: floors[part]}
+		pc := PartitionCheck{Partition: part, From: firsts[part], Floor: floors[part]}
 		for _, r := range candidates[part] {
 			// Only what the stream holds is a hole; with repair it goes in.
 			err := p.readStream(ctx, part, r.From, r.To, func(evs []storedEvent) error {
@@ -235,7 +244,7 @@ type bucketCounts struct{ events, membershipKinds, membership uint64 }
 
 // countBuckets counts, in one scan of each table, the distinct stream
 // sequences up to each partition's floor, per partition and range.
-func (p *Projector) countBuckets(ctx context.Context, floors []uint64) (map[uint64]*bucketCounts, error) {
+func (p *Projector) countBuckets(ctx context.Context, firsts, floors []uint64) (map[uint64]*bucketCounts, error) {
 	out := map[uint64]*bucketCounts{}
 	get := func(part uint16, b uint64) *bucketCounts {
 		k := bucketKey(int(part), b)
@@ -244,18 +253,18 @@ func (p *Projector) countBuckets(ctx context.Context, floors []uint64) (map[uint
 		}
 		return out[k]
 	}
-	const where = " WHERE stream_seq <= arrayElement(?, part + 1) GROUP BY part, b"
+	const where = " WHERE stream_seq >= arrayElement(?, part + 1) AND stream_seq <= arrayElement(?, part + 1) GROUP BY part, b"
 	for _, q := range []struct {
 		sql  string
 		args []any
 		add  func(c *bucketCounts, n, m uint64)
 	}{
 		{"SELECT part, intDiv(stream_seq, 65536) AS b, uniqExact(stream_seq), uniqExactIf(stream_seq, has(?, kind)) FROM messages" + where,
-			[]any{membershipKinds, floors}, func(c *bucketCounts, n, m uint64) { c.events += n; c.membershipKinds += m }},
+			[]any{membershipKinds, firsts, floors}, func(c *bucketCounts, n, m uint64) { c.events += n; c.membershipKinds += m }},
 		{"SELECT part, intDiv(stream_seq, 65536) AS b, uniqExact(stream_seq), toUInt64(0) FROM receipts" + where,
-			[]any{floors}, func(c *bucketCounts, n, _ uint64) { c.events += n }},
+			[]any{firsts, floors}, func(c *bucketCounts, n, _ uint64) { c.events += n }},
 		{"SELECT part, intDiv(stream_seq, 65536) AS b, uniqExact(stream_seq), toUInt64(0) FROM membership" + where,
-			[]any{floors}, func(c *bucketCounts, n, _ uint64) { c.membership += n }},
+			[]any{firsts, floors}, func(c *bucketCounts, n, _ uint64) { c.membership += n }},
 	} {
 		rows, err := p.ch.Query(ctx, q.sql, q.args...)
 		if err != nil {
@@ -297,20 +306,20 @@ func (p *Projector) listMissing(ctx context.Context, keys []uint64, floors, firs
 		for _, k := range chunk {
 			lists[k] = &listing{events: make([]bool, bucketWidth), membershipKinds: make([]bool, bucketWidth), membership: make([]bool, bucketWidth)}
 		}
-		const where = " WHERE has(?, intDiv(stream_seq, 65536) * 1024 + part) AND stream_seq <= arrayElement(?, part + 1)"
+		const where = " WHERE has(?, intDiv(stream_seq, 65536) * 1024 + part) AND stream_seq >= arrayElement(?, part + 1) AND stream_seq <= arrayElement(?, part + 1)"
 		for _, q := range []struct {
 			sql  string
 			args []any
 			mark func(l *listing, i uint64, m uint8)
 		}{
-			{"SELECT part, stream_seq, has(?, kind) FROM messages" + where, []any{membershipKinds, chunk, floors},
+			{"SELECT part, stream_seq, has(?, kind) FROM messages" + where, []any{membershipKinds, chunk, firsts, floors},
 				func(l *listing, i uint64, m uint8) {
 					l.events[i] = true
 					l.membershipKinds[i] = l.membershipKinds[i] || m == 1
 				}},
-			{"SELECT part, stream_seq, toUInt8(0) FROM receipts" + where, []any{chunk, floors},
+			{"SELECT part, stream_seq, toUInt8(0) FROM receipts" + where, []any{chunk, firsts, floors},
 				func(l *listing, i uint64, _ uint8) { l.events[i] = true }},
-			{"SELECT part, stream_seq, toUInt8(0) FROM membership" + where, []any{chunk, floors},
+			{"SELECT part, stream_seq, toUInt8(0) FROM membership" + where, []any{chunk, firsts, floors},
 				func(l *listing, i uint64, _ uint8) { l.membership[i] = true }},
 		} {
 			if err := p.scanSeqs(ctx, q.sql, q.args, func(part uint16, seq uint64, m uint8) {
@@ -415,6 +424,11 @@ func (p *Projector) watchHoles(ctx context.Context, parts func() []int) {
 	if every <= 0 {
 		return
 	}
+	// verified is, per partition, the first stream sequence not yet checked
+	// whole: after the first, full, check each looks only at what came since
+	// (a scan of two columns instead of counting every event again). The
+	// command checks everything.
+	verified := map[int]uint64{}
 	wait := min(every, firstCheckAfter)
 	for sleep(ctx, wait) {
 		wait = every
@@ -423,13 +437,19 @@ func (p *Projector) watchHoles(ctx context.Context, parts func() []int) {
 			continue // none of this projector's (nil would mean all)
 		}
 		cctx, cancel := context.WithTimeout(ctx, max(every, checkTimeout))
-		rep, err := p.CheckHistory(cctx, owned, true)
+		rep, err := p.checkHistory(cctx, owned, verified, true)
 		cancel()
 		for _, c := range rep.Partitions {
 			label := strconv.Itoa(c.Partition)
 			p.m.holes.WithLabelValues(label).Set(float64(c.Missing - c.Repaired))
 			p.m.holesFound.WithLabelValues(label).Add(float64(c.Missing))
 			p.m.holesRepaired.WithLabelValues(label).Add(float64(c.Repaired))
+			switch {
+			case c.Floor+1 < verified[c.Partition]: // the consumer was made again (a rebuild)
+				delete(verified, c.Partition)
+			case c.Missing == c.Repaired && c.Floor >= c.From:
+				verified[c.Partition] = c.Floor + 1
+			}
 			if c.Missing > 0 {
 				p.log.Error("history check: events missing from ClickHouse (projected again from the stream)",
 					zap.Int("partition", c.Partition), zap.Uint64("ack_floor", c.Floor), zap.Int("missing", c.Missing),
