@@ -280,7 +280,11 @@ func (e *Edge) queueBounds(ctx context.Context, p int, fresh bool) (first, last 
 	if !fresh && time.Since(he.at) < headTTL {
 		return he.first, he.last, nil
 	}
-	info, err := e.h.Queue[p].Info(ctx)
+	var info *jetstream.StreamInfo
+	_, err = e.pub.Do(ctx, func(ctx context.Context) (err error) {
+		info, err = e.h.Queue[p].Info(ctx)
+		return err
+	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("edge: queue stream info: %w", err)
 	}
@@ -300,7 +304,14 @@ func (e *Edge) queueHead(ctx context.Context, user string, fresh bool) (head, fi
 	if err != nil {
 		return 0, 0, err
 	}
-	m, err := e.h.Queue[p].GetLastMsgForSubject(ctx, e.h.Layout.Queue(user))
+	// Short tries, not one wait for the whole budget: after a cluster
+	// restart the first requests may go unanswered while leaders are
+	// elected (hello waited 5 s, then failed).
+	var m *jetstream.RawStreamMsg
+	_, err = e.pub.Do(ctx, func(ctx context.Context) (err error) {
+		m, err = e.h.Queue[p].GetLastMsgForSubject(ctx, e.h.Layout.Queue(user))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return last, first, nil
 	}

@@ -67,10 +67,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "messenger_edge_typing_events_delivered_total", Help: "Typing frames queued to connections.",
 		}),
 		publishRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "messenger_edge_publish_retries_total", Help: "JetStream publishes sent again, by reason (timeout, interrupted, no_responders, unavailable).",
+			Name: "messenger_edge_jetstream_retries_total", Help: "JetStream requests (publishes of sends and receipts, queue-head reads of hello) sent again, by reason (timeout, interrupted, no_responders, unavailable).",
 		}, []string{"reason"}),
 		publishReconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "messenger_edge_publish_reconnects_total", Help: "NATS connections forced to another server after a publish timed out and the server did not answer a ping.",
+			Name: "messenger_edge_nats_forced_reconnects_total", Help: "NATS connections forced to another server after a JetStream request timed out and the server did not answer a ping.",
 		}),
 	}
 	if reg != nil {

@@ -1,4 +1,5 @@
-// Package jspub publishes to JetStream through node faults.
+// Package jspub publishes to (and reads from) JetStream through node
+// faults.
 //
 // A publish whose ack does not come within a short per-attempt timeout is
 // sent again, the same message each time (same Nats-Msg-Id, same
@@ -90,27 +91,41 @@ func New(js jetstream.JetStream, cfg Config) *Publisher {
 // PublishMsg stores msg, retrying as the package says until ctx ends. The
 // error is the last attempt's (ctx's own when it ended first).
 func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, Result, error) {
-	var res Result
 	// No responders is retried here, not by the library (its own wait does
 	// not stop at our attempt timeout).
 	opts = append(opts, jetstream.WithRetryAttempts(0))
+	var pa *jetstream.PubAck
+	res, err := p.Do(ctx, func(actx context.Context) error {
+		var err error
+		pa, err = p.js.PublishMsg(actx, msg, opts...)
+		return err
+	})
+	return pa, res, err
+}
+
+// Do runs the JetStream request f (a publish, a stream read) as PublishMsg
+// sends a message: each attempt within the attempt timeout, again after a
+// timeout (the server probed, left when silent), no responders or an
+// unavailable JetStream, until ctx ends. f must be safe to run again.
+func (p *Publisher) Do(ctx context.Context, f func(context.Context) error) (Result, error) {
+	var res Result
 	for {
 		res.Attempts++
 		actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
-		pa, err := p.js.PublishMsg(actx, msg, opts...)
+		err := f(actx)
 		cancel()
 		if err == nil {
-			return pa, res, nil
+			return res, nil
 		}
 		if ctx.Err() != nil {
-			return nil, res, err
+			return res, err
 		}
 		reason := retryable(err)
 		if reason == "interrupted" && p.js.Conn().IsClosed() {
 			reason = ""
 		}
 		if reason == "" {
-			return nil, res, err
+			return res, err
 		}
 		p.cfg.OnRetry(reason)
 		switch reason {
@@ -122,7 +137,7 @@ func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetst
 		default:
 			select {
 			case <-ctx.Done():
-				return nil, res, err
+				return res, err
 			case <-time.After(p.cfg.RetryWait):
 			}
 		}
