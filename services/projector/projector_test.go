@@ -564,3 +564,36 @@ func TestHistoryCheckOnShardedTables(t *testing.T) {
 	}
 	assertAllProjected(t, p, pb, 0)
 }
+
+// A database where nothing was ever inserted: every event is a hole (ranges
+// without a single row), and the repair fills them all.
+func TestHistoryCheckOnAnEmptyDatabase(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 1, NoFanout: true})
+	pb := newPublisher(t, p)
+	pb.mixed(30, "c1", "c2")
+	pb.malformed("c1")
+	p.WaitProjected()
+	all := map[[2]uint64]bool{}
+	for _, s := range pb.stored {
+		all[[2]uint64{0, s.streamSeq}] = true
+	}
+	conn := copyWithout(t, p, all, nil)
+	nc, h := p.RoleHandles(natsauth.RoleProjector)
+	js, _ := jetstream.New(nc)
+	pr, err := projector.New(projector.Config{}, js, h, conn, p.Log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*platformtest.Patience)
+	defer cancel()
+	rep, err := pr.CheckHistory(ctx, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Missing() != 30 || rep.Remaining() != 0 { // the malformed one is a dead letter
+		t.Fatalf("empty database: %+v", rep)
+	}
+	if have := projected(t, conn, 0); len(have) != 30 {
+		t.Fatalf("after the repair: %d events, want 30", len(have))
+	}
+}
