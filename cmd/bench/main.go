@@ -159,6 +159,7 @@ func (o *options) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Pages, "pages", 2000, "history: pages read")
 	fs.IntVar(&o.PageConcurrency, "page-concurrency", 1, "history: page requests in flight")
 	fs.DurationVar(&o.LoadTimeout, "load-timeout", 25*time.Minute, "history: stop publishing after this long and measure what was loaded")
+	drainFlags(fs)
 }
 
 func envOr(k, def string) string {
@@ -168,7 +169,7 @@ func envOr(k, def string) string {
 	return def
 }
 
-var scenarioNames = []string{"idle", "direct", "max", "reconnect", "history", "group", "fresh"}
+var scenarioNames = []string{"idle", "direct", "max", "reconnect", "history", "group", "fresh", "drain"}
 
 // defaultTimeout bounds a scenario when --timeout is not given.
 func (o *options) timeoutFor(s string) time.Duration {
@@ -202,6 +203,7 @@ scenarios (each bounded by --timeout and stopping by itself):
   history    page latency once ClickHouse holds --messages messages
   group      --groups groups of --group-size members at --group-rate: latency to the last member
   fresh      every message to a user the sender never wrote to nor heard from, at --rate
+  drain      a stored backlog fanned out by 1, 2, ... fan-out processes (--fanouts): capacity per fan-out
 
 flags (each also BENCH_<FLAG>, upper case, - as _):
 `
@@ -374,6 +376,8 @@ func run(args []string) error {
 			err = b.group(sctx, res)
 		case "fresh":
 			err = b.direct(sctx, res, "fresh")
+		case "drain":
+			err = b.drain(sctx, res)
 		}
 		if err == nil && sctx.Err() != nil {
 			err = sctx.Err()
