@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -55,8 +56,8 @@ func (b *bench) drain(ctx context.Context, res *result) error {
 	res.Notes = append(res.Notes, fmt.Sprintf("%d direct messages over %d conversations, %d partitions; the clock runs from the fan-outs' start until every queue entry is stored",
 		drainOpt.Messages, drainOpt.Convs, b.opt.Partitions))
 	var base float64
-	for _, k := range counts {
-		secs, procs, err := b.drainOnce(ctx, k)
+	for round, k := range counts {
+		secs, procs, err := b.drainOnce(ctx, round, k)
 		if err != nil {
 			return fmt.Errorf("%d fan-outs: %w", k, err)
 		}
@@ -64,17 +65,27 @@ func (b *bench) drain(ctx context.Context, res *result) error {
 		if base == 0 {
 			base = rate
 		}
-		key := fmt.Sprintf("fanouts_%d", k)
-		res.Figures = append(res.Figures,
-			figure{Key: key + "_seconds", Label: fmt.Sprintf("%d fan-out(s): drain time", k), Value: secs, Unit: "s"},
-			figure{Key: key + "_rate", Label: fmt.Sprintf("%d fan-out(s): messages fanned out", k), Value: rate, Unit: "per_s"},
-			figure{Key: key + "_speedup", Label: fmt.Sprintf("%d fan-out(s): speed-up over the first count", k), Value: rate / base, Unit: "count"},
-		)
+		key := fmt.Sprintf("round_%d_fanouts_%d", round+1, k)
+		label := fmt.Sprintf("round %d, %d fan-out(s): ", round+1, k)
 		var cpu []string
+		var natsCPU, fanCPU float64
 		for _, p := range procs {
 			cpu = append(cpu, fmt.Sprintf("%s %.0f %%", p.Name, p.CPUPct))
+			if strings.HasPrefix(p.Name, "nats") {
+				natsCPU += p.CPUSeconds
+			} else {
+				fanCPU += p.CPUSeconds
+			}
 		}
-		res.Figures = append(res.Figures, figure{Key: key + "_cpu", Label: fmt.Sprintf("%d fan-out(s): CPU of one core while draining", k), Unit: "text", Text: strings.Join(cpu, ", ")})
+		per := func(cpuSecs float64) float64 { return cpuSecs / float64(drainOpt.Messages) * 1e6 }
+		res.Figures = append(res.Figures,
+			figure{Key: key + "_seconds", Label: label + "drain time", Value: secs, Unit: "s"},
+			figure{Key: key + "_rate", Label: label + "messages fanned out", Value: rate, Unit: "per_s"},
+			figure{Key: key + "_speedup", Label: label + "rate over the first round's", Unit: "text", Text: fmt.Sprintf("%.2f", rate/base)},
+			figure{Key: key + "_fanout_us", Label: label + "fan-out CPU per message (all fan-outs)", Value: per(fanCPU), Unit: "us"},
+			figure{Key: key + "_nats_us", Label: label + "NATS server CPU per message", Value: per(natsCPU), Unit: "us"},
+			figure{Key: key + "_cpu", Label: label + "CPU of one core while draining", Unit: "text", Text: strings.Join(cpu, ", ")},
+		)
 		res.Processes = append(res.Processes, procs...)
 	}
 	return nil
@@ -109,8 +120,8 @@ func drainIDs(k, parts int) []string {
 	return best
 }
 
-func (b *bench) drainOnce(ctx context.Context, k int) (float64, []procFigure, error) {
-	data := filepath.Join(b.dataDir("drain"), strconv.Itoa(k))
+func (b *bench) drainOnce(ctx context.Context, round, k int) (float64, []procFigure, error) {
+	data := filepath.Join(b.dataDir("drain"), strconv.Itoa(round))
 	natsPort, err := freePort()
 	if err != nil {
 		return 0, nil, err
@@ -189,6 +200,9 @@ func (b *bench) drainOnce(ctx context.Context, k int) (float64, []procFigure, er
 		}
 	}
 	secs := time.Since(began).Seconds()
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		b.logf("drain, %d fan-out(s): %.1f s; load average after: %s", k, secs, strings.Join(strings.Fields(string(la))[:3], " "))
+	}
 	var figs []procFigure
 	for _, p := range append([]*proc{ns}, fanouts...) {
 		a, z := before[p.pid()], sampleProc(p.pid())
@@ -242,8 +256,12 @@ func (b *bench) loadBacklog(ctx context.Context, url, creds string) error {
 		if _, err := js.PublishAsync(layout.ConvEvents(pr.conv), doc); err != nil {
 			return fmt.Errorf("store backlog: %w", err)
 		}
-		if i%10_000 == 0 && ctx.Err() != nil {
-			return ctx.Err()
+		if i%2_000 == 1_999 { // a window of acks at a time (no stall)
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
 	select {

@@ -178,6 +178,17 @@ func (f *Fanout) Run(ctx context.Context) error {
 // Without ownership, when the whole run ends, Run stores everything at once.
 func (f *Fanout) workPartition(ctx, pctx context.Context, p int) error {
 	cp, err := f.loadCheckpoint(pctx, p)
+	for err != nil && f.member != nil {
+		// A partition gained while NATS is away: try again rather than stop
+		// the fan-out (and its other partitions).
+		f.log.Warn("load checkpoint", zap.Int("partition", p), zap.Error(err))
+		select {
+		case <-pctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+		cp, err = f.loadCheckpoint(pctx, p)
+	}
 	if err != nil {
 		if pctx.Err() != nil {
 			return nil
