@@ -13,12 +13,15 @@
 // moves only the partitions it gains or loses.
 //
 // Guarantees: a partition whose owner died waits at most WorkersTTL plus one
-// heartbeat for a new owner. Views of the membership differ for up to a
-// heartbeat between workers, so two of them may work one partition for a
-// moment (a hand-over overlaps); the workers' writes are idempotent
-// (compare-and-set with a source vector, ReplacingMergeTree), so an overlap
-// costs work, never correctness. A worker that cannot read the membership
-// keeps what it owns (overlap rather than a hole).
+// heartbeat for a new owner; one whose owner left cleanly, one heartbeat. A
+// partition taken from a member still alive (a worker joined) starts two
+// heartbeats later, once the old owner has handed it over (its checkpoint
+// stored). Views of the membership differ for up to a heartbeat between
+// workers, so two of them may still work one partition for a moment (a
+// slow hand-over); the workers' writes are idempotent (compare-and-set with
+// a source vector, ReplacingMergeTree), so an overlap costs work, never
+// correctness. A worker that cannot read the membership keeps what it owns
+// (overlap rather than a hole).
 //
 // Concurrency: Member.Run owns all the state; Work functions run one
 // goroutine per owned partition, and a partition is never started again

@@ -155,7 +155,7 @@ func (m *Member) Run(ctx context.Context, work Work) error {
 	defer cancelAll()
 	runs := make([]*running, m.cfg.Partitions) // the last Work started per partition
 	errc := make(chan error, m.cfg.Partitions)
-	start := func(p int) {
+	start := func(p int, delay time.Duration) {
 		prev := runs[p]
 		pctx, cancel := context.WithCancel(wctx)
 		r := &running{cancel: cancel, done: make(chan struct{})}
@@ -164,6 +164,14 @@ func (m *Member) Run(ctx context.Context, work Work) error {
 			defer close(r.done)
 			if prev != nil {
 				<-prev.done // never two Works of one partition in this process
+			}
+			if delay > 0 {
+				t := time.NewTimer(delay)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-pctx.Done():
+				}
 			}
 			if pctx.Err() != nil {
 				return
@@ -174,18 +182,32 @@ func (m *Member) Run(ctx context.Context, work Work) error {
 		}()
 	}
 	owned := make([]bool, m.cfg.Partitions)
-	apply := func(next []bool) {
+	var prevMembers []string // nil before the first view
+	apply := func(next []bool, members []string) {
+		if prevMembers == nil {
+			prevMembers = slices.DeleteFunc(slices.Clone(members), func(id string) bool { return id == m.cfg.ID })
+		}
 		var gained, lost []int
 		for p := range next {
 			switch {
 			case next[p] && !owned[p]:
 				gained = append(gained, p)
-				start(p)
+				// Taken from a live member: it hands the partition over
+				// at its next heartbeat; starting after it has (two
+				// heartbeats) avoids working the partition twice and
+				// starts from the checkpoint it stores. From a dead
+				// member, or nobody: at once.
+				var delay time.Duration
+				if was := Owner(prevMembers, p); was != "" && was != m.cfg.ID && slices.Contains(members, was) {
+					delay = 2 * m.cfg.Heartbeat
+				}
+				start(p, delay)
 			case !next[p] && owned[p]:
 				lost = append(lost, p)
 				runs[p].cancel()
 			}
 		}
+		prevMembers = members
 		if len(gained)+len(lost) == 0 {
 			return
 		}
@@ -197,11 +219,11 @@ func (m *Member) Run(ctx context.Context, work Work) error {
 				m.owned = append(m.owned, p)
 			}
 		}
-		n, members := len(m.owned), len(m.members)
+		n := len(m.owned)
 		m.mu.Unlock()
 		m.m.owned.Set(float64(n))
 		m.m.handovers.Add(float64(len(gained) + len(lost)))
-		m.log.Info("partitions moved", zap.Ints("gained", gained), zap.Ints("lost", lost), zap.Int("owned", n), zap.Int("members", members))
+		m.log.Info("partitions moved", zap.Ints("gained", gained), zap.Ints("lost", lost), zap.Int("owned", n), zap.Strings("members", members))
 	}
 
 	t := time.NewTicker(m.cfg.Heartbeat)
@@ -209,8 +231,8 @@ func (m *Member) Run(ctx context.Context, work Work) error {
 	var err error
 loop:
 	for {
-		if next, ok := m.beat(ctx); ok {
-			apply(next)
+		if next, members, ok := m.beat(ctx); ok {
+			apply(next, members)
 		}
 		select {
 		case <-ctx.Done():
@@ -239,7 +261,7 @@ loop:
 
 // beat renews the lease and reads the members; ok is false when the
 // members could not be read (the assignment stays as it is).
-func (m *Member) beat(ctx context.Context) (owned []bool, ok bool) {
+func (m *Member) beat(ctx context.Context) (owned []bool, members []string, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Heartbeat)
 	defer cancel()
 	if _, err := m.kv.Put(ctx, streams.WorkerKey(m.cfg.Kind, m.cfg.ID), []byte(m.cfg.ID)); err != nil {
@@ -252,7 +274,7 @@ func (m *Member) beat(ctx context.Context) (owned []bool, ok bool) {
 	if err != nil {
 		m.log.Warn("read members", zap.Error(err))
 		m.m.errors.Inc()
-		return nil, false
+		return nil, nil, false
 	}
 	m.mu.Lock()
 	m.members = members
@@ -262,7 +284,7 @@ func (m *Member) beat(ctx context.Context) (owned []bool, ok bool) {
 	for p := range owned {
 		owned[p] = Owner(members, p) == m.cfg.ID
 	}
-	return owned, true
+	return owned, members, true
 }
 
 // ReadMembers reads the ids of the live workers of kind, sorted: the keys
