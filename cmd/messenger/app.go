@@ -221,7 +221,8 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		if err != nil {
 			return fail(err)
 		}
-		a.ch = newCHLink(chc, a.log)
+		// Only the projection's writer makes the schema; an edge reads.
+		a.ch = newCHLink(chc, cmd != "edge", a.log)
 	}
 	if cmd == "projector" && !usesCH {
 		return fail(errors.New("the projector needs --clickhouse"))
@@ -332,11 +333,25 @@ func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not ready (no JetStream quorum: are the other nodes up?)\n", http.StatusServiceUnavailable)
 		return
 	}
-	body := "ready\n"
-	if a.ch != nil && !a.ch.healthy.Load() {
-		body = "ready (clickhouse unavailable: history is read from the streams)\n"
+	_, _ = w.Write([]byte(a.readyText()))
+}
+
+// readyText is /readyz's 200 body: each role says what a ClickHouse
+// outage means for it.
+func (a *app) readyText() string {
+	if a.ch == nil || a.ch.healthy.Load() {
+		return "ready\n"
 	}
-	_, _ = w.Write([]byte(body))
+	switch {
+	case a.cmd == "edge" && a.ch.noSchema.Load():
+		return "ready (no projection in clickhouse yet: history is read from the streams)\n"
+	case a.cmd == "edge":
+		return "ready (clickhouse unavailable: history is read from the streams)\n"
+	case a.cmd == "projector":
+		return "ready (clickhouse unavailable: projecting resumes when it answers; the events wait in the streams)\n"
+	default: // all
+		return "ready (clickhouse unavailable: history is read from the streams; projecting resumes when it answers)\n"
+	}
 }
 
 // run serves until ctx ends (SIGTERM), then drains: /readyz turns 503,

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"go.uber.org/zap"
 
@@ -20,39 +21,95 @@ import (
 // starts, stores and delivers messages without ClickHouse, and uses it
 // (projection, history reads) once it answers. It keeps pinging it for
 // /readyz.
+//
+// Only the projector (and `all`) makes the database and the schema
+// (makeSchema): an edge only reads, so it connects once the projector's
+// tables exist and reads history from the streams until then.
 type chLink struct {
-	cfg     chinfra.Config
-	log     *zap.Logger
-	conn    atomic.Pointer[driver.Conn]
-	healthy atomic.Bool
-	ready   chan struct{}
-	once    sync.Once
+	cfg        chinfra.Config
+	makeSchema bool
+	log        *zap.Logger
+	conn       atomic.Pointer[driver.Conn]
+	healthy    atomic.Bool
+	// noSchema: connected to nothing yet because the projection's
+	// tables are not there (an edge before the first projector).
+	noSchema atomic.Bool
+	ready    chan struct{}
+	once     sync.Once
 }
 
-func newCHLink(cfg chinfra.Config, log *zap.Logger) *chLink {
-	return &chLink{cfg: cfg, log: log.With(zap.String("component", "clickhouse")), ready: make(chan struct{})}
+func newCHLink(cfg chinfra.Config, makeSchema bool, log *zap.Logger) *chLink {
+	return &chLink{cfg: cfg, makeSchema: makeSchema, log: log.With(zap.String("component", "clickhouse")), ready: make(chan struct{})}
 }
 
-// run connects (creating the database and schema) and then watches health
-// until ctx ends.
+// errNoSchema: the database or the history table is not there yet (no
+// projector has started against this ClickHouse).
+var errNoSchema = errors.New("no projection schema yet (the projector makes it)")
+
+// historyTable is the table history pages read (services/history).
+const historyTable = "messages"
+
+// connect opens the connection: with makeSchema it creates the database
+// and the schema; otherwise it fails with errNoSchema until they exist.
+func (l *chLink) connect(ctx context.Context) (driver.Conn, error) {
+	if l.makeSchema {
+		conn, err := chinfra.Open(ctx, l.cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := chinfra.ApplyAll(ctx, conn, l.cfg); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
+	opts, err := chinfra.Options(l.cfg, l.cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: open %s: %w", l.cfg.Addr, err)
+	}
+	var exists uint8
+	if err := conn.QueryRow(ctx, "EXISTS TABLE "+historyTable).Scan(&exists); err != nil || exists != 1 {
+		conn.Close()
+		var ex *ch.Exception
+		if err == nil || (errors.As(err, &ex) && ex.Code == chUnknownDatabase) {
+			return nil, errNoSchema
+		}
+		return nil, fmt.Errorf("clickhouse: connect %s: %w", l.cfg.Addr, err)
+	}
+	return conn, nil
+}
+
+// chUnknownDatabase is ClickHouse's error code for a missing database.
+const chUnknownDatabase = 81
+
+// run connects and then watches health until ctx ends.
 func (l *chLink) run(ctx context.Context) {
 	backoff := 200 * time.Millisecond
+	told := false
 	for ctx.Err() == nil && l.conn.Load() == nil {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		conn, err := chinfra.Open(cctx, l.cfg)
-		if err == nil {
-			if err = chinfra.ApplyAll(cctx, conn, l.cfg); err != nil {
-				conn.Close()
-			}
-		}
+		conn, err := l.connect(cctx)
 		cancel()
 		if err != nil {
-			l.log.Warn("clickhouse not available yet", zap.String("addr", l.cfg.Addr), zap.Error(err))
+			if errors.Is(err, errNoSchema) {
+				l.noSchema.Store(true)
+				if !told {
+					l.log.Info("clickhouse has no projection yet: history is read from the streams until the projector makes its tables", zap.String("addr", l.cfg.Addr), zap.String("db", l.cfg.Database))
+				}
+				told = true
+			} else {
+				l.log.Warn("clickhouse not available yet", zap.String("addr", l.cfg.Addr), zap.Error(err))
+			}
 			sleepCtx(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
 		l.conn.Store(&conn)
+		l.noSchema.Store(false)
 		l.healthy.Store(true)
 		l.once.Do(func() { close(l.ready) })
 		l.log.Info("clickhouse connected", zap.String("addr", l.cfg.Addr), zap.String("db", l.cfg.Database))
