@@ -64,7 +64,7 @@ func (r *report) markdown() string {
 	if !r.res.CHChecked {
 		b.WriteString(" (ClickHouse NOT checked)")
 	}
-	b.WriteString("\n")
+	fmt.Fprintf(&b, "- Ack latency over the run: pairs %s, groups %s\n\n", latencies(r.h, false), latencies(r.h, true))
 	b.WriteString("Unavailability: the longest stretch without a successful ack (sends) or without a delivery to any device (deliveries) from the fault's start to the phase's end; all senders moving: from the fault's start until the last sender's last stall (a wait for an ack longer than max(1 s, 5 times its median gap between acks)) ended; slowest delivery: the longest time from an ack to the last member device's delivery, of the messages sent in the phase. Anomalies are counted by the phase their send started in.\n\n")
 	b.WriteString("| phase | fault | acked | sends unavailable | deliveries unavailable | all senders moving | slowest delivery | lost | duplicated | out of order | seq gaps | ClickHouse holes | notes |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -83,8 +83,6 @@ func (r *report) markdown() string {
 			stalls[u] = max(time.Second, 5*gaps[len(gaps)/2])
 		}
 	}
-	fmt.Fprintf(&b, "- Ack latency over the run: pairs %s, groups %s\n", latencies(r.h, false), latencies(r.h, true))
-	b.WriteString("\n")
 	for _, ph := range r.phases {
 		end := ph.End
 		if end.IsZero() {
