@@ -163,12 +163,19 @@ func (c *chaos) nodeKill(ctx context.Context) (phaseResult, error) {
 	return ph, c.recover(ctx, &ph)
 }
 
-func (c *chaos) leaderKill(ctx context.Context) (phaseResult, error) {
+// topLeaderNode is the process of the node leading the most conversation
+// streams, its name and how many it leads.
+func (c *chaos) topLeaderNode(ctx context.Context) (*proc, string, int, error) {
 	leader, n, err := c.admin.topLeader(ctx)
 	if err != nil {
-		return phaseResult{}, err
+		return nil, "", 0, err
 	}
 	p, err := c.nodeByName(leader)
+	return p, leader, n, err
+}
+
+func (c *chaos) leaderKill(ctx context.Context) (phaseResult, error) {
+	p, leader, n, err := c.topLeaderNode(ctx)
 	if err != nil {
 		return phaseResult{}, err
 	}
@@ -183,11 +190,7 @@ func (c *chaos) leaderKill(ctx context.Context) (phaseResult, error) {
 }
 
 func (c *chaos) nodePause(ctx context.Context) (phaseResult, error) {
-	leader, n, err := c.admin.topLeader(ctx)
-	if err != nil {
-		return phaseResult{}, err
-	}
-	p, err := c.nodeByName(leader)
+	p, leader, n, err := c.topLeaderNode(ctx)
 	if err != nil {
 		return phaseResult{}, err
 	}
