@@ -21,7 +21,9 @@ export MESSENGER_CLICKHOUSE="${MESSENGER_CLICKHOUSE:-127.0.0.1:${CLICKHOUSE_TCP_
 # Two more servers, the shards of the sharded tests (infra/clickhouse
 # TestSharded*, services/history TestShardedClickHousePages); left running.
 bash scripts/clickhouse.sh start-shards
-export MESSENGER_CLICKHOUSE_SHARDS="${MESSENGER_CLICKHOUSE_SHARDS:-127.0.0.1:9101,127.0.0.1:9102}"
+# Not MESSENGER_CLICKHOUSE_SHARDS: that is the --clickhouse-shards flag of every
+# messenger process the e2e tests start, which would then shard their schema.
+export MESSENGER_TEST_CLICKHOUSE_SHARDS="${MESSENGER_TEST_CLICKHOUSE_SHARDS:-127.0.0.1:9101,127.0.0.1:9102}"
 echo "== go vet"
 go vet ./...
 echo "== go test"

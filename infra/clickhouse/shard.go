@@ -100,11 +100,11 @@ func DropAll(ctx context.Context, conn driver.Conn, cfg Config) error {
 	})
 }
 
-// TestShards are the shards for tests: MESSENGER_CLICKHOUSE_SHARDS
+// TestShards are the shards for tests: MESSENGER_TEST_CLICKHOUSE_SHARDS
 // (comma-separated), else 127.0.0.1:9101 and 127.0.0.1:9102 (the defaults of
 // scripts/clickhouse.sh start-shards, cluster "messenger").
 func TestShards() []string {
-	s := os.Getenv("MESSENGER_CLICKHOUSE_SHARDS")
+	s := os.Getenv("MESSENGER_TEST_CLICKHOUSE_SHARDS")
 	if s == "" {
 		s = "127.0.0.1:9101,127.0.0.1:9102"
 	}

@@ -35,7 +35,7 @@ func shardedDB(t *testing.T) (driver.Conn, []driver.Conn, clickhouse.Config) {
 		c.Addr = a
 		conn, err := clickhouse.Open(ctx, c)
 		if err != nil {
-			t.Skipf("the ClickHouse shards do not answer at %v (MESSENGER_CLICKHOUSE_SHARDS): %v; "+
+			t.Skipf("the ClickHouse shards do not answer at %v (MESSENGER_TEST_CLICKHOUSE_SHARDS): %v; "+
 				"start them with: bash scripts/clickhouse.sh start-shards", shards, err)
 		}
 		each = append(each, conn)

@@ -151,7 +151,7 @@ func TestShardedClickHousePages(t *testing.T) {
 	for _, a := range shards {
 		c, err := chinfra.Open(ctx, chinfra.Config{Addr: a, Database: "default", DialTimeout: 3 * time.Second})
 		if err != nil {
-			t.Skipf("the ClickHouse shards do not answer at %v (MESSENGER_CLICKHOUSE_SHARDS): %v; "+
+			t.Skipf("the ClickHouse shards do not answer at %v (MESSENGER_TEST_CLICKHOUSE_SHARDS): %v; "+
 				"start them with: bash scripts/clickhouse.sh start-shards", shards, err)
 		}
 		defer c.Close()
