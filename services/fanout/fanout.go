@@ -146,6 +146,13 @@ func (f *Fanout) Run(ctx context.Context) error {
 	go func() { defer close(saved); f.saveCheckpoints(stopSaving) }()
 	go f.runLiveReceipts(stopSaving, time.Second)
 
+	// What was read gets a bounded time to be written once ctx ends: a write
+	// that cannot be stored (NATS gone) is left to the next run, from the
+	// checkpoint. The bound starts at ctx's end, not when the partitions
+	// return: their hand-over waits on the shards, and a shard retrying a
+	// write that cannot succeed would otherwise hold the stop forever.
+	stopWriters := context.AfterFunc(ctx, func() { time.AfterFunc(f.cfg.StopGrace, cancelWriters) })
+	defer stopWriters()
 	work := func(pctx context.Context, p int) error { return f.workPartition(ctx, pctx, p) }
 	var runErr error
 	if f.member != nil {
@@ -154,10 +161,10 @@ func (f *Fanout) Run(ctx context.Context) error {
 		runErr = partition.All(ctx, len(f.h.Conv), work)
 	}
 	_ = flushSub.Unsubscribe()
-	// What was read gets a bounded time to be written: a write that cannot
-	// be stored (NATS gone) is left to the next run, from the checkpoint.
-	grace := time.AfterFunc(f.cfg.StopGrace, cancelWriters)
-	defer grace.Stop()
+	if ctx.Err() == nil { // the partitions ended on an error: the same bound from now
+		grace := time.AfterFunc(f.cfg.StopGrace, cancelWriters)
+		defer grace.Stop()
+	}
 	close(stopSaving)
 	<-saved
 	f.flushMu.Lock() // no flush request is being queued while the shards' channels close
