@@ -16,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	chinfra "messenger/infra/clickhouse"
 )
 
 // proc is a child process the bench started: a platform role or a worker.
@@ -412,21 +414,8 @@ func moduleRoot() string {
 }
 
 // clickhouseConn opens the ClickHouse server of --clickhouse (default database).
-func (b *bench) clickhouseConn(ctx context.Context) (clickhouse.Conn, error) {
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{b.opt.ClickHouse},
-		DialTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := conn.Ping(pctx); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("clickhouse %s: %w (start it: bash scripts/clickhouse.sh start)", b.opt.ClickHouse, err)
-	}
-	return conn, nil
+func (b *bench) clickhouseConn(ctx context.Context) (driver.Conn, error) {
+	return chinfra.Server(ctx, b.opt.ClickHouse)
 }
 
 // dropDatabase removes a bench database so that a fresh run starts empty.

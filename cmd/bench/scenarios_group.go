@@ -1,15 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"time"
+
+	"messenger/client"
 )
 
 // group: --groups groups of --group-size members each (the sender
@@ -69,7 +67,12 @@ func (b *bench) group(ctx context.Context, res *result) error {
 		for j := 1; j < S; j++ {
 			members = append(members, member(g, j))
 		}
-		conv, err := b.createGroup(ctx, e.pl.edgeHTTP[g%E], member(g, 0), "b"+b.runID+"-"+strconv.Itoa(g), members)
+		tok, err := b.signer.Token(member(g, 0), time.Hour)
+		if err != nil {
+			return err
+		}
+		id := "b" + b.runID + "-" + strconv.Itoa(g)
+		conv, err := client.CreateGroup(ctx, nil, e.pl.edgeHTTP[g%E], tok, id, "bench "+id, members)
 		if err != nil {
 			return fmt.Errorf("group %d: %w", g, err)
 		}
@@ -146,46 +149,4 @@ func (b *bench) group(ctx context.Context, res *result) error {
 	res.note("%s", b.dialNote(d.env))
 	res.note("in process, one message at a time, no receipts (go test -run '^$' -bench GroupDelivery256 ./edge/): p99 19.1 ms to the last of 256 (docs/BENCHMARKS.md)")
 	return nil
-}
-
-// createGroup makes a group through the HTTP API as creator and returns its
-// conversation id. The id makes a retry create nothing twice; a busy edge
-// (429, 503) is tried again.
-func (b *bench) createGroup(ctx context.Context, edgeHTTP, creator, id string, members []string) (string, error) {
-	tok, err := b.signer.Token(creator, time.Hour)
-	if err != nil {
-		return "", err
-	}
-	body, _ := json.Marshal(map[string]any{"id": id, "title": "bench " + id, "members": members})
-	hc := &http.Client{Timeout: 30 * time.Second}
-	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, "POST", edgeHTTP+"/v1/conversations", bytes.NewReader(body))
-		if err != nil {
-			return "", err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return "", err
-		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK:
-			var v struct {
-				Conv string `json:"conv"`
-			}
-			if err := json.Unmarshal(b, &v); err != nil || v.Conv == "" {
-				return "", fmt.Errorf("POST /v1/conversations: no conv in %.200s", b)
-			}
-			return v.Conv, nil
-		case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && attempt < 10:
-			if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
-				return "", err
-			}
-		default:
-			return "", fmt.Errorf("POST /v1/conversations: HTTP %d %.200s", resp.StatusCode, b)
-		}
-	}
 }

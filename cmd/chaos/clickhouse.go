@@ -2,26 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
-
-func openCH(ctx context.Context, addr string) (driver.Conn, error) {
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := conn.Ping(pctx); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("clickhouse %s: %w (start it: bash scripts/clickhouse.sh start)", addr, err)
-	}
-	return conn, nil
-}
 
 // readProjection is every text message of the run's database, collapsed
 // (FINAL: one row per (conv, seq), as history and analysts read it).

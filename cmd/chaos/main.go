@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"messenger/edge/auth"
+	chinfra "messenger/infra/clickhouse"
 )
 
 type options struct {
@@ -130,7 +131,7 @@ func run(o options) (err error) {
 		secret: hex.EncodeToString(secret), partitions: o.partitions, replicas: 3,
 		roleArgs: strings.Fields(o.roleArgs),
 	}
-	ch, err := openCH(ctx, o.clickhouse)
+	ch, err := chinfra.Server(ctx, o.clickhouse)
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -111,7 +107,12 @@ func (w *workload) start(ctx context.Context) error {
 			users = append(users, u)
 			devs = append(devs, u+"/d1", u+"/d2")
 		}
-		conv, err := w.createGroup(ctx, w.pl.edgeHTTP(g%len(w.pl.edges)), users[0], fmt.Sprintf("%s-g%d", w.run, g), users)
+		tok, err := w.signer.Token(users[0], time.Hour)
+		if err != nil {
+			return err
+		}
+		id := fmt.Sprintf("%s-g%d", w.run, g)
+		conv, err := client.CreateGroup(ctx, nil, w.pl.edgeHTTP(g%len(w.pl.edges)), tok, id, "chaos "+id, users)
 		if err != nil {
 			return fmt.Errorf("group %d: %w", g, err)
 		}
@@ -171,50 +172,6 @@ func (w *workload) send(ctx context.Context, s *sender, per time.Duration) {
 			}
 		} else {
 			next = time.Now() // behind (a fault): no burst to catch up
-		}
-	}
-}
-
-// createGroup makes a group through the HTTP API as creator; the id makes
-// a retry create nothing twice.
-func (w *workload) createGroup(ctx context.Context, edgeHTTP, creator, id string, members []string) (string, error) {
-	tok, err := w.signer.Token(creator, time.Hour)
-	if err != nil {
-		return "", err
-	}
-	body, _ := json.Marshal(map[string]any{"id": id, "title": "chaos " + id, "members": members})
-	hc := &http.Client{Timeout: 30 * time.Second}
-	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, "POST", edgeHTTP+"/v1/conversations", bytes.NewReader(body))
-		if err != nil {
-			return "", err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return "", err
-		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK:
-			var v struct {
-				Conv string `json:"conv"`
-			}
-			if err := json.Unmarshal(b, &v); err != nil || v.Conv == "" {
-				return "", fmt.Errorf("POST /v1/conversations: no conv in %.200s", b)
-			}
-			return v.Conv, nil
-		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-			if attempt > 20 {
-				return "", fmt.Errorf("POST /v1/conversations: HTTP %d %.200s", resp.StatusCode, b)
-			}
-			if err := sleep(ctx, 500*time.Millisecond); err != nil {
-				return "", err
-			}
-		default:
-			return "", fmt.Errorf("POST /v1/conversations: HTTP %d %.200s", resp.StatusCode, b)
 		}
 	}
 }

@@ -234,6 +234,21 @@ func waitCount(t *testing.T, b *inbox, n int) []client.Event {
 	return b.snapshot()
 }
 
+// historyPage reads GET /v1/conversations/{conv}/messages?{query} as user
+// and returns the body.
+func historyPage(t *testing.T, addr, user, conv, query string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/v1/conversations/"+conv+"/messages?"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+token(t, user))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 // postMessage sends over HTTP; it returns the HTTP status and the ack or error body.
 func postMessage(addr, tok, id, to, text string) (int, map[string]any, error) {
 	body, _ := json.Marshal(map[string]string{"id": id, "to": to, "text": text})
@@ -554,17 +569,7 @@ func TestHistoryCommandsAgainstARunningPlatform(t *testing.T) {
 		}
 		conv = ack["conv"].(string)
 	}
-	pageOf := func() string {
-		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/conversations/"+conv+"/messages?before=25&limit=10", nil)
-		req.Header.Set("Authorization", "Bearer "+token(t, "bob"))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	pageOf := func() string { return historyPage(t, addr, "bob", conv, "before=25&limit=10") }
 	first := pageOf()
 	if !strings.Contains(first, `"history 23"`) || !strings.Contains(first, `"has_more":true`) {
 		t.Fatalf("page: %s", first)

@@ -60,17 +60,7 @@ func TestEdgeLeavesTheSchemaToTheProjector(t *testing.T) {
 		t.Fatalf("send: %d %v %v", code, ack, err)
 	}
 	conv := ack["conv"].(string)
-	page := func() string {
-		req, _ := http.NewRequest("GET", "http://"+e+"/v1/conversations/"+conv+"/messages?limit=10", nil)
-		req.Header.Set("Authorization", "Bearer "+token(t, "bob"))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	page := func() string { return historyPage(t, e, "bob", conv, "limit=10") }
 	if p := page(); !strings.Contains(p, `"before the projector"`) {
 		t.Fatalf("history from the streams: %s", p)
 	}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -96,17 +94,7 @@ func TestShardedHistoryAndRebuild(t *testing.T) {
 			t.Fatalf("shard %s holds none of 6 conversations (%v)", shards[i], local)
 		}
 	}
-	pageOf := func(conv, user string) string {
-		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/conversations/"+conv+"/messages?before=10&limit=5", nil)
-		req.Header.Set("Authorization", "Bearer "+token(t, user))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	pageOf := func(conv, user string) string { return historyPage(t, addr, user, conv, "before=10&limit=5") }
 	first := pageOf(convs[0], "sb0")
 	if !strings.Contains(first, `"sharded 8"`) || !strings.Contains(first, `"has_more":true`) {
 		t.Fatalf("page: %s", first)

@@ -137,6 +137,17 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	return dial(ctx, cfg, cfg.Database)
 }
 
+// Server connects to the server's default database, creating nothing: for
+// tools that only drop or read databases (the bench, the chaos suite). The
+// error says how to start the local server.
+func Server(ctx context.Context, addr string) (driver.Conn, error) {
+	conn, err := dial(ctx, Config{Addr: addr}.withDefaults(), "")
+	if err != nil {
+		return nil, fmt.Errorf("%w (start it: bash scripts/clickhouse.sh start)", err)
+	}
+	return conn, nil
+}
+
 // dial opens a pool on database ("" for the server's default) and checks
 // that the server answers.
 func dial(ctx context.Context, cfg Config, database string) (driver.Conn, error) {

@@ -38,6 +38,13 @@ type stored struct {
 	kind      string // a msg kind, "receipt" or "malformed"
 }
 
+// projectorOnly starts a platform of one partition with ClickHouse and a
+// projector but no fan-out, and a publisher of events into it.
+func projectorOnly(t *testing.T) (*platformtest.Platform, *publisher) {
+	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 1, NoFanout: true})
+	return p, newPublisher(t, p)
+}
+
 func newPublisher(t *testing.T, p *platformtest.Platform) *publisher {
 	nc, h := p.Handles()
 	js, err := jetstream.New(nc)
@@ -174,8 +181,7 @@ func fetchAndDrop(t *testing.T, nc *nats.Conn, h *streams.Handles, part, n int, 
 // fetched are covered by the next projector's AckAll and never delivered
 // again. The next projector reads them from the stream before it acks.
 func TestProjectorKilledMidBatchLosesNothing(t *testing.T) {
-	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 1, NoFanout: true})
-	pb := newPublisher(t, p)
+	p, pb := projectorOnly(t)
 	pb.mixed(30, "c1", "c2")
 	p.WaitProjected()
 	p.StopProjector()
@@ -199,8 +205,7 @@ func TestProjectorKilledMidBatchLosesNothing(t *testing.T) {
 // NATS node) while it keeps running: here another client of the
 // projector's consumer takes a batch and drops it, and events keep coming.
 func TestProjectorFetchReplyLostWhileRunning(t *testing.T) {
-	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 1, NoFanout: true})
-	pb := newPublisher(t, p)
+	p, pb := projectorOnly(t)
 	pb.mixed(20, "c1", "c2", "c3")
 	p.WaitProjected()
 
@@ -395,8 +400,7 @@ func copyWithout(t *testing.T, p *platformtest.Platform, drop, membOnly map[[2]u
 // The projector's own periodic check finds holes, repairs them and says so
 // in its metrics.
 func TestPeriodicHistoryCheckRepairs(t *testing.T) {
-	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 1, NoFanout: true})
-	pb := newPublisher(t, p)
+	p, pb := projectorOnly(t)
 	pb.mixed(60, "c1", "c2")
 	p.WaitProjected()
 	drop := map[[2]uint64]bool{}
@@ -568,8 +572,7 @@ func TestHistoryCheckOnShardedTables(t *testing.T) {
 // A database where nothing was ever inserted: every event is a hole (ranges
 // without a single row), and the repair fills them all.
 func TestHistoryCheckOnAnEmptyDatabase(t *testing.T) {
-	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 1, NoFanout: true})
-	pb := newPublisher(t, p)
+	p, pb := projectorOnly(t)
 	pb.mixed(30, "c1", "c2")
 	pb.malformed("c1")
 	p.WaitProjected()
