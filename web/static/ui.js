@@ -2,7 +2,7 @@
 // User data is always put in the page as text (textContent, text nodes),
 // never parsed as HTML.
 
-import { h, clock, shortTime, hue, randomId, ID_RE } from './util.js';
+import { h, clock, shortTime, hue, randomId, ID_RE, dayKey, dayLabel } from './util.js';
 
 const $ = (id) => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
@@ -62,6 +62,36 @@ function avatar(el, name, isGroup) {
   el.appendChild(document.createTextNode(isGroup ? '#' : (name || '?').slice(0, 1).toUpperCase()));
   el.style.setProperty('--hue', hue(name || '?'));
   el.classList.toggle('group', !!isGroup);
+}
+
+/**
+ * items with a date separator ({day: true}) above the first item of each
+ * local day; an item without a time (none known yet) goes with the one
+ * before it.
+ */
+function withDays(items) {
+  const now = new Date();
+  const out = [];
+  let last = null;
+  for (const it of items) {
+    const ts = it.system ? it.ts : it.m.ts;
+    if (ts) {
+      const k = dayKey(ts);
+      if (k !== last) {
+        const text = dayLabel(ts, now);
+        out.push({ key: 'd' + k, sig: 'd' + text, day: true, text });
+        last = k;
+      }
+    }
+    out.push(it);
+  }
+  return out;
+}
+
+/** The key of the first message or line of the list (date separators skipped): the scroll anchor. */
+function firstKey(list) {
+  for (const el of list.children) if (!el.classList.contains('day')) return el.dataset.key;
+  return null;
 }
 
 export class UI {
@@ -435,7 +465,7 @@ export class UI {
       for (const m of msgs) {
         if (m.kind !== 'text') {
           const text = this.systemText(m);
-          if (text) out.push({ key: 's' + m.seq, sig: 's' + text, system: true, seq: m.seq, text });
+          if (text) out.push({ key: 's' + m.seq, sig: 's' + text, system: true, seq: m.seq, ts: m.ts, text });
           prevFrom = null;
           continue;
         }
@@ -452,10 +482,13 @@ export class UI {
     for (const e of s.failedFor(key)) {
       out.push({ key: 'f' + e.id, sig: 'failed', m: { id: e.id, text: e.text, ts: e.created, from: me }, mine: true, status: 'failed', error: e.error });
     }
-    return out;
+    return withDays(out);
   }
 
   buildItem(it) {
+    if (it.day) {
+      return h('li', { className: 'day', dataset: { key: it.key }, attrs: { role: 'separator' } }, h('span', null, it.text));
+    }
     if (it.system) {
       return h('li', { className: 'system', dataset: { key: it.key, seq: String(it.seq) } }, h('span', null, it.text));
     }
@@ -482,7 +515,7 @@ export class UI {
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
     const prevHeight = box.scrollHeight;
     const prevTop = box.scrollTop;
-    const prevFirst = list.firstElementChild ? list.firstElementChild.dataset.key : null;
+    const prevFirst = firstKey(list);
 
     const items = this.messageItems(key, c);
     const existing = new Map();
@@ -514,7 +547,7 @@ export class UI {
     else status.textContent = c.msgs.size ? 'The beginning of the conversation' : 'No messages yet';
     status.dataset.state = !c ? 'new' : c.loadingOlder ? 'loading' : c.hasMore ? 'more' : c.loaded ? 'start' : 'loading';
 
-    const first = list.firstElementChild ? list.firstElementChild.dataset.key : null;
+    const first = firstKey(list);
     const topBefore = box.scrollTop;
     if (what.scroll === 'bottom' || what.sent) {
       box.scrollTop = box.scrollHeight;

@@ -54,6 +54,32 @@ export function shortTime(ts) {
   return d.toLocaleDateString([], { day: 'numeric', month: 'short' });
 }
 
+/** The local calendar day of ts, as "2026-12-05": messages of one day share it. */
+export function dayKey(ts) {
+  const d = new Date(ts);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+}
+
+/**
+ * The separator above the messages of ts's day, in the person's locale:
+ * "Today", "Yesterday" (Intl.RelativeTimeFormat's words, capitalised), else
+ * the date with its weekday ("Wednesday, December 3"), the year added when
+ * it is not this year's.
+ */
+export function dayLabel(ts, now = new Date()) {
+  const d = new Date(ts);
+  const midnight = (x) => new Date(x.getFullYear(), x.getMonth(), x.getDate()).getTime();
+  // Rounded: a day with a daylight-saving change is 23 or 25 hours long.
+  const days = Math.round((midnight(now) - midnight(d)) / 864e5);
+  if (days === 0 || days === 1) {
+    const word = new Intl.RelativeTimeFormat([], { numeric: 'auto' }).format(-days, 'day');
+    return word.charAt(0).toLocaleUpperCase() + word.slice(1);
+  }
+  const opts = { weekday: 'long', day: 'numeric', month: 'long' };
+  if (d.getFullYear() !== now.getFullYear()) opts.year = 'numeric';
+  return d.toLocaleDateString([], opts);
+}
+
 export function clock(ts) {
   return ts ? new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
 }
