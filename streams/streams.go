@@ -22,6 +22,14 @@ const (
 // DeadLetterStream keeps what a consumer gave up on, with the reason.
 const DeadLetterStream = "DEAD_LETTERS"
 
+// PushRegStream keeps the push registration and mute events
+// (services/pushreg): the source of KV push and KV mutes.
+const PushRegStream = "PUSHREG"
+
+// PushRegHistory is how many events of one registration or one mute the
+// stream keeps: the last is the state; a few before it tell how it came to be.
+const PushRegHistory = 8
+
 // ProjectorDurable is the durable consumer name of the ClickHouse projector
 // on every conversation stream. Never rename it: a new name re-projects all.
 const ProjectorDurable = "projector"
@@ -59,7 +67,20 @@ const (
 	// bucket's TTL (WorkersTTL) removes the key of one that stopped beating
 	// (services/partition).
 	BucketWorkers = "workers"
+	// BucketMutes maps "<user>.<conv>" to user's last mute event of conv:
+	// a projection of stream PUSHREG (services/pushreg).
+	BucketMutes = "mutes"
 )
+
+// PushKey is the key of user's registration id in BucketPush.
+func PushKey(user, id string) string { return user + "." + id }
+
+// PushKeysOf matches the keys of user's registrations, as a subject of the
+// bucket's stream.
+func PushKeysOf(user string) string { return subjects.KVKey(BucketPush, user+".*") }
+
+// MuteKey is the key of user's mute of conv in BucketMutes.
+func MuteKey(user, conv string) string { return user + "." + conv }
 
 // WorkersTTL is how long a worker's key outlives its last heartbeat: the
 // bound on how long a dead worker's partitions wait for a new owner (plus
@@ -201,6 +222,25 @@ func (c Config) DeadLetterStreamConfig() jetstream.StreamConfig {
 	}
 }
 
+// PushRegStreamConfig keeps the push registration and mute events for good
+// (no age limit: they are the source of the push and mutes buckets), the
+// last PushRegHistory of each registration and mute.
+func (c Config) PushRegStreamConfig() jetstream.StreamConfig {
+	c = c.WithDefaults()
+	return jetstream.StreamConfig{
+		Name:              PushRegStream,
+		Description:       "push registration and mute events; KV push and mutes are their projection",
+		Subjects:          []string{subjects.PushRegAll},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.Replicas,
+		MaxMsgsPerSubject: PushRegHistory,
+		Duplicates:        c.DedupWindow,
+		AllowDirect:       true,
+		Discard:           jetstream.DiscardOld,
+	}
+}
+
 // ProjectorConsumerConfig is the projector's durable pull consumer on
 // conversation stream p: acked in order (AckAll) once ClickHouse has the
 // batch and every event before it. An ack covers events fetched by nobody
@@ -235,6 +275,7 @@ func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 		{Bucket: BucketPush, Description: "devices registered for push notifications", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketUserGroups, Description: "the groups each user is a member of", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketWorkers, Description: "live fan-out and projector workers (partition ownership)", History: 1, TTL: WorkersTTL, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketMutes, Description: "muted conversations per user", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }
 
@@ -258,7 +299,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if err := checkPartitions(ctx, fanoutKV, c.Partitions); err != nil {
 		return err
 	}
-	all := []jetstream.StreamConfig{c.DeadLetterStreamConfig()}
+	all := []jetstream.StreamConfig{c.DeadLetterStreamConfig(), c.PushRegStreamConfig()}
 	for p := 0; p < c.Partitions; p++ {
 		all = append(all, c.ConvStreamConfig(p), c.QueueStreamConfig(p), c.InboxStreamConfig(p))
 	}
@@ -309,6 +350,9 @@ type Handles struct {
 	Push       jetstream.KeyValue
 	UserGroups jetstream.KeyValue
 	Workers    jetstream.KeyValue
+	// push registrations and mutes (services/pushreg)
+	PushReg jetstream.Stream
+	Mutes   jetstream.KeyValue
 }
 
 // ErrNotReady means the streams do not exist yet (nobody ran Ensure).
@@ -364,6 +408,12 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 	}
 	if h.Workers, err = js.KeyValue(ctx, BucketWorkers); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketWorkers, err)
+	}
+	if h.PushReg, err = js.Stream(ctx, PushRegStream); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotReady, PushRegStream, err)
+	}
+	if h.Mutes, err = js.KeyValue(ctx, BucketMutes); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketMutes, err)
 	}
 	return h, nil
 }

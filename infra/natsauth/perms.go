@@ -74,6 +74,14 @@ func common(role string) Perms {
 	}
 }
 
+// PushRegWrites is what services/pushreg writes: its events (stream
+// PUSHREG) and their projections, KV push and KV mutes. The edge registers,
+// unregisters and mutes through it; the notifier removes the registrations
+// a provider calls gone: its role gets these too.
+func PushRegWrites() []string {
+	return []string{subjects.PushRegAll, subjects.KVAll(streams.BucketPush), subjects.KVAll(streams.BucketMutes)}
+}
+
 // RolePerms is the permission set of role, or an error for an unknown one.
 func RolePerms(role string) (Perms, error) {
 	switch role {
@@ -88,8 +96,8 @@ func RolePerms(role string) (Perms, error) {
 			// sends and receipts, stored (conversation.Cache.Commit, edge/send.go)
 			subjects.ConvEventsAll, subjects.ReceiptsAll,
 			// group metadata (conversation.Store), groups per user
-			// (conversation.Memberships) and push registrations
-			subjects.KVAll(streams.BucketConvs), subjects.KVAll(streams.BucketUserGroups), subjects.KVAll(streams.BucketPush),
+			// (conversation.Memberships)
+			subjects.KVAll(streams.BucketConvs), subjects.KVAll(streams.BucketUserGroups),
 			// online probe requests and typing (edge/online.go, edge/presence.go)
 			subjects.LiveAll,
 			// connection reports, heartbeats and full lists to the presence service
@@ -99,6 +107,8 @@ func RolePerms(role string) (Perms, error) {
 			// answers to other edges' online probes
 			subjects.InboxAll(subjects.RoleInboxPrefix(RoleEdge)),
 		)
+		// push registrations and mutes (services/pushreg)
+		p.PubAllow = append(p.PubAllow, PushRegWrites()...)
 		p.SubAllow = append(p.SubAllow,
 			subjects.LiveAll,            // the live subjects of whichever users connect
 			subjects.PresenceChangesAll, // changes of the users its clients watch
