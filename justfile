@@ -37,3 +37,11 @@ clickhouse verb="status":
 chaos *args:
     go build -o bin/messenger ./cmd/messenger
     go run ./cmd/chaos {{args}}
+
+# a cluster on one machine (scripts/cluster.sh): 3 clustered NATS nodes, edges on :8081 and :8082, 2 fan-outs, presence, 2 projectors, ClickHouse; verbs up, status, smoke, down [--wipe]; e.g. just cluster down --wipe
+cluster verb="up" *args:
+    bash scripts/cluster.sh {{verb}} {{args}}
+
+# stop the cluster of `just cluster` (--wipe also removes its data)
+cluster-down *args:
+    bash scripts/cluster.sh down {{args}}
