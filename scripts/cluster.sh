@@ -38,8 +38,7 @@ ROOT="$(pwd)"
 umask 077
 
 DIR="${CLUSTER_DIR:-.cluster}"
-mkdir -p "$DIR"
-DIR="$(cd "$DIR" && pwd)"
+case "$DIR" in /*) ;; *) DIR="$ROOT/$DIR" ;; esac
 # What defines the cluster is kept by the first `up` in $DIR/settings and read
 # back by every later command, so `down` or `smoke` need no environment.
 SETTINGS="$DIR/settings"
