@@ -64,6 +64,8 @@ type Notification struct {
 	CollapseID string
 	// TTL is how long the provider may keep it for an unreachable device.
 	TTL time.Duration
+	// Badge is the number on the app's icon (APNs); 0 leaves it as it is.
+	Badge int
 }
 
 // Provider delivers notifications through one push service.
