@@ -174,6 +174,12 @@ func (f *Fanout) Run(ctx context.Context) error {
 		close(s.in) // each shard stores its changed summaries as it ends
 	}
 	writers.Wait()
+	for _, s := range f.shards {
+		if s.unsaved {
+			f.log.Warn("stop: summaries not stored; the checkpoints stay where they were")
+			return runErr
+		}
+	}
 	f.saveOnce(map[int]uint64{})
 	return runErr
 }
@@ -185,21 +191,20 @@ func (f *Fanout) Run(ctx context.Context) error {
 // Without ownership, when the whole run ends, Run stores everything at once.
 func (f *Fanout) workPartition(ctx, pctx context.Context, p int) error {
 	cp, err := f.loadCheckpoint(pctx, p)
-	for err != nil && f.member != nil {
-		// A partition gained while NATS is away: try again rather than stop
-		// the fan-out (and its other partitions).
-		f.log.Warn("load checkpoint", zap.Int("partition", p), zap.Error(err))
-		select {
-		case <-pctx.Done():
+	for backoff := retryFirst; err != nil && !permanent(err); backoff = nextBackoff(backoff) {
+		// NATS away (a node paused, a leader moving) when the partition
+		// starts, or is gained: try again rather than stop the fan-out
+		// and its other partitions.
+		f.m.partitionRetries.WithLabelValues("checkpoint").Inc()
+		f.log.Warn("load checkpoint, retrying", zap.Int("partition", p), zap.Duration("in", backoff), zap.Error(err))
+		if !sleep(pctx, backoff) {
 			return nil
-		case <-time.After(time.Second):
 		}
 		cp, err = f.loadCheckpoint(pctx, p)
 	}
 	if err != nil {
-		if pctx.Err() != nil {
-			return nil
-		}
+		// A stored checkpoint that does not parse: where to start from is
+		// the operator's call (ARCHITECTURE.md, "KV fanout lost").
 		return err
 	}
 	if f.member != nil {
@@ -232,7 +237,10 @@ func (f *Fanout) handOver(p int, fl *floor) {
 	f.floorsMu.Lock()
 	delete(f.floors, p)
 	f.floorsMu.Unlock()
-	f.flushShards()
+	if !f.flushShards() {
+		f.log.Warn("hand over: summaries not stored; the checkpoint stays where it was", zap.Int("partition", p))
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if !f.marks.flush(ctx) {
@@ -279,7 +287,7 @@ func (f *Fanout) loadCheckpoint(ctx context.Context, p int) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(string(e.Value()), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("fanout: checkpoint %d: %q: %w", p, e.Value(), err)
+		return 0, bad(fmt.Errorf("fanout: checkpoint %d: %q: %w", p, e.Value(), err))
 	}
 	return n, nil
 }
@@ -319,7 +327,10 @@ func (f *Fanout) saveOnce(saved map[int]uint64) {
 	if !moved {
 		return
 	}
-	f.flushShards()
+	if !f.stopped.Load() && !f.flushShards() {
+		f.log.Warn("store summaries: the checkpoints wait for the next round")
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	stored := f.marks.flush(ctx)
 	cancel()
@@ -369,22 +380,24 @@ func (f *Fanout) flushUser(m *nats.Msg) {
 }
 
 // flushShards asks every shard to store its changed summaries and waits;
-// a no-op once the shards have stopped. The shards flush one after the
+// it reports whether every one was stored (false as well once the shards
+// have stopped: Run checks what they left). The shards flush one after the
 // other: each flush is a pipelined burst of writes, and all of them at once
 // would make the queue writes behind them wait (the tail of delivery
 // latency); one at a time, the other shards go on writing.
-func (f *Fanout) flushShards() {
+func (f *Fanout) flushShards() bool {
+	var unsaved atomic.Bool
 	for _, s := range f.shards {
 		if f.stopped.Load() {
-			return
+			return false
 		}
 		done := make(chan struct{})
-		s.in <- write{flush: done}
+		s.in <- write{flush: done, unsaved: &unsaved}
 		<-done
 	}
+	return !unsaved.Load()
 }
 
-// runPartition reads conversation stream p in order from its checkpoint.
 // orderedHeartbeat is the idle heartbeat asked of a partition's ordered
 // consumer: two missed (its server or the consumer gone, the connection
 // moved) and the library re-creates the consumer from the last sequence
@@ -392,32 +405,65 @@ func (f *Fanout) flushShards() {
 // about 11s; this costs one small message a second per idle partition.
 const orderedHeartbeat = time.Second
 
+// runPartition reads conversation stream p in order from its checkpoint
+// until ctx ends, whatever NATS does meanwhile.
 func (f *Fanout) runPartition(ctx context.Context, p int, fl *floor) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if start := fl.value(); start > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = start + 1
-	}
-	cons, err := f.h.Conv[p].OrderedConsumer(ctx, cfg)
-	if err != nil {
+	next := fl.value() + 1 // the first sequence not dispatched yet
+	backoff := retryFirst
+	for {
+		step, err := f.readPartition(ctx, p, fl, &next, &backoff)
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("fanout: consumer on %s: %w", streams.ConvStream(p), err)
+		// A consumer that cannot be made now (NATS away) or a reader
+		// that stopped: a new one from the next sequence, never a stop
+		// of the fan-out nor a partition left unread.
+		f.m.partitionRetries.WithLabelValues(step).Inc()
+		f.log.Warn("read conversation stream, starting again", zap.Int("partition", p), zap.String("step", step),
+			zap.Uint64("from", next), zap.Duration("in", backoff), zap.Error(err))
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = nextBackoff(backoff)
+	}
+}
+
+// readPartition reads conversation stream p from *next with an ordered
+// consumer until ctx ends or the reader fails, advancing *next past each
+// event dispatched (and resetting *backoff once events flow). It returns
+// the step that failed and why.
+func (f *Fanout) readPartition(ctx context.Context, p int, fl *floor, next *uint64, backoff *time.Duration) (string, error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if *next > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = *next
+	}
+	cons, err := f.h.Conv[p].OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return "consumer", fmt.Errorf("fanout: consumer on %s: %w", streams.ConvStream(p), err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullHeartbeat(orderedHeartbeat))
 	if err != nil {
-		return fmt.Errorf("fanout: messages of %s: %w", streams.ConvStream(p), err)
+		return "consumer", fmt.Errorf("fanout: messages of %s: %w", streams.ConvStream(p), err)
 	}
-	go func() { <-ctx.Done(); it.Stop() }()
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
 	mc := newMetaCache(10_000)
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
+			if ctx.Err() != nil {
+				return "read", ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				// Closed under us (the library gave up on its consumer).
+				return "read", fmt.Errorf("fanout: read %s: %w", streams.ConvStream(p), err)
 			}
 			f.log.Warn("read conversation stream", zap.Int("partition", p), zap.Error(err))
+			if !sleep(ctx, retryFirst) {
+				return "read", ctx.Err()
+			}
 			continue
 		}
 		meta, err := msg.Metadata()
@@ -425,40 +471,55 @@ func (f *Fanout) runPartition(ctx context.Context, p int, fl *floor) error {
 			f.log.Error("message without metadata", zap.Error(err))
 			continue
 		}
-		if !f.dispatch(ctx, mc, p, meta.Sequence.Stream, msg.Subject(), msg.Data(), fl) {
-			return nil
+		seq := meta.Sequence.Stream
+		if seq < *next {
+			continue // read already, before the consumer was made again
 		}
+		if !f.dispatch(ctx, mc, p, seq, msg.Subject(), msg.Data(), fl) {
+			return "read", ctx.Err()
+		}
+		*next, *backoff = seq+1, retryFirst
 	}
 }
 
 // dispatch turns one source event into queue writes. It returns false when
 // ctx ended before the event was handled: the event is then left for the
-// next run (the checkpoint does not pass it).
+// next run (the checkpoint does not pass it). A transient failure (a
+// metadata read timing out while a node is paused) is retried with a
+// backoff until the event is handled or ctx ends: the partition waits, it
+// never skips an acked event. Only an event no retry can handle
+// (permanent) is skipped, counted and logged at error level.
 func (f *Fanout) dispatch(ctx context.Context, mc *metaCache, p int, seq uint64, subject string, data []byte, fl *floor) bool {
 	sp, err := subjects.Parse(subject)
 	if err != nil {
-		f.log.Error("unknown subject in conversation stream", zap.String("subject", subject))
+		f.skipEvent(subject, seq, bad(err))
 		fl.start(seq, 0)
 		return true
 	}
 	var recipients []string
-	w := write{doc: data, part: p, src: seq, fl: fl}
-	switch sp.Prefix {
-	case subjects.ConvPrefix:
-		f.m.events.WithLabelValues(event.TypeMsg).Inc()
-		w.msg = new(event.Msg)
-		recipients, w.group, err = f.msgRecipients(ctx, mc, data, w.msg)
-	case subjects.ReceiptPrefix:
-		f.m.events.WithLabelValues(event.TypeReceipt).Inc()
-		w.rcpt = new(receiptDoc)
-		recipients, w.doc, err = f.receipt(ctx, mc, seq, data, w.rcpt)
-	}
-	if ctx.Err() != nil {
-		return false
+	var w write
+	backoff := retryFirst
+	for attempt := 0; ; attempt++ {
+		w = write{doc: data, part: p, src: seq, fl: fl}
+		recipients, err = f.recipients(ctx, mc, sp.Prefix, seq, data, &w, attempt == 0)
+		if ctx.Err() != nil {
+			return false
+		}
+		if err == nil || permanent(err) {
+			break
+		}
+		f.m.eventRetries.Inc()
+		if attempt%10 == 0 {
+			f.log.Warn("event not handled yet, retrying", zap.Int("partition", p), zap.String("subject", subject),
+				zap.Uint64("seq", seq), zap.Int("attempt", attempt+1), zap.Error(err))
+		}
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = nextBackoff(backoff)
 	}
 	if err != nil {
-		// A malformed event is never retried: it would block the stream.
-		f.log.Error("skip event", zap.String("subject", subject), zap.Uint64("seq", seq), zap.Error(err))
+		f.skipEvent(subject, seq, err)
 		recipients = nil
 	}
 	fl.start(seq, len(recipients))
@@ -469,13 +530,42 @@ func (f *Fanout) dispatch(ctx context.Context, mc *metaCache, p int, seq uint64,
 	return true
 }
 
+// recipients decodes one event into w and returns who gets it; count: the
+// first attempt at this event (the events metric counts each once).
+func (f *Fanout) recipients(ctx context.Context, mc *metaCache, prefix string, seq uint64, data []byte, w *write, count bool) ([]string, error) {
+	var recipients []string
+	var err error
+	switch prefix {
+	case subjects.ConvPrefix:
+		if count {
+			f.m.events.WithLabelValues(event.TypeMsg).Inc()
+		}
+		w.msg = new(event.Msg)
+		recipients, w.group, err = f.msgRecipients(ctx, mc, data, w.msg)
+	case subjects.ReceiptPrefix:
+		if count {
+			f.m.events.WithLabelValues(event.TypeReceipt).Inc()
+		}
+		w.rcpt = new(receiptDoc)
+		recipients, w.doc, err = f.receipt(ctx, mc, seq, data, w.rcpt)
+	}
+	return recipients, err
+}
+
+// skipEvent records an event skipped for good: a malformed one would
+// otherwise block its partition forever.
+func (f *Fanout) skipEvent(subject string, seq uint64, err error) {
+	f.m.badEvents.Inc()
+	f.log.Error("skip bad event", zap.String("subject", subject), zap.Uint64("seq", seq), zap.Error(err))
+}
+
 // msgRecipients: for a direct message its two members; for a group event
 // the members as of its seq (and a removed member gets its own removal).
 // The event is decoded into m, once for all its recipients; a group's
 // metadata, folded at least up to the event, is returned with them.
 func (f *Fanout) msgRecipients(ctx context.Context, mc *metaCache, data []byte, m *event.Msg) ([]string, *event.Meta, error) {
 	if err := json.Unmarshal(data, m); err != nil {
-		return nil, nil, fmt.Errorf("decode msg: %w", err)
+		return nil, nil, bad(fmt.Errorf("decode msg: %w", err))
 	}
 	if m.To != "" {
 		return []string{m.From, m.To}, nil, nil

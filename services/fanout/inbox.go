@@ -37,8 +37,11 @@ func newInboxCache(max int) *inboxCache {
 	return &inboxCache{max: max, m: map[inboxKey]*inboxEntry{}, dirty: map[inboxKey]*inboxEntry{}}
 }
 
-// apply folds a queue entry of user into the user's summary of its conversation.
-func (s *shard) applyInbox(ctx context.Context, w write) {
+// applyInbox folds a queue entry of user into the user's summary of its
+// conversation. A summary that cannot be read now (NATS away) is tried
+// again until it can or ctx ends: false then, and the entry's write is not
+// finished (the checkpoint stays below it, the next run folds it in).
+func (s *shard) applyInbox(ctx context.Context, w write) bool {
 	var conv string
 	switch {
 	case w.msg != nil:
@@ -47,14 +50,18 @@ func (s *shard) applyInbox(ctx context.Context, w write) {
 		conv = w.rcpt.Conv
 	}
 	if conv == "" {
-		return
+		return true
 	}
 	// Before a conversation's first event nothing can be stored: no read.
 	first := w.msg != nil && w.msg.Seq == 1
 	e, err := s.inboxEntry(ctx, w.user, conv, first)
-	if err != nil {
-		s.f.log.Warn("read summary", zap.String("user", w.user), zap.Error(err))
-		return
+	for backoff := retryFirst; err != nil; backoff = nextBackoff(backoff) {
+		s.f.m.summaryRetries.Inc()
+		s.f.log.Warn("read summary, retrying", zap.String("user", w.user), zap.Duration("in", backoff), zap.Error(err))
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		e, err = s.inboxEntry(ctx, w.user, conv, first)
 	}
 	changed := false
 	if w.msg != nil {
@@ -66,6 +73,7 @@ func (s *shard) applyInbox(ctx context.Context, w write) {
 		e.dirty = true
 		s.inbox.dirty[inboxKey{w.user, conv}] = e
 	}
+	return true
 }
 
 // inboxEntry is user's summary of conv, read from the stream when not in
@@ -101,7 +109,8 @@ func (s *shard) inboxEntry(ctx context.Context, user, conv string, first bool) (
 	return e, nil
 }
 
-// readSummary reads user's stored summary of conv: nil when there is none.
+// readSummary reads user's stored summary of conv: nil when there is none,
+// an empty one (to be written over) when the stored one does not decode.
 func (s *shard) readSummary(ctx context.Context, user, conv string) (*event.Summary, uint64, error) {
 	f := s.f
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -115,7 +124,8 @@ func (s *shard) readSummary(ctx context.Context, user, conv string) (*event.Summ
 	}
 	var sum event.Summary
 	if err := json.Unmarshal(m.Data, &sum); err != nil {
-		return nil, 0, err
+		f.log.Error("unreadable summary, starting it again", zap.String("user", user), zap.String("conv", conv), zap.Error(err))
+		return &event.Summary{Conv: conv}, m.Sequence, nil
 	}
 	return &sum, m.Sequence, nil
 }
@@ -124,8 +134,10 @@ func (s *shard) readSummary(ctx context.Context, user, conv string) (*event.Summ
 // set. Several changes to one conversation since the last flush make one
 // write; the writes are published together and their acks awaited
 // together. A write that finds another copy stored (another fan-out, or a
-// summary made without a read) merges it in and writes again.
-func (s *shard) flushInbox(ctx context.Context, user string) {
+// summary made without a read) merges it in and writes again. It reports
+// whether every one was stored: one that was not stays changed, for the
+// next flush, and no checkpoint passes it meanwhile.
+func (s *shard) flushInbox(ctx context.Context, user string) bool {
 	var keys []inboxKey
 	var entries []*inboxEntry
 	var ws []casWrite
@@ -137,15 +149,17 @@ func (s *shard) flushInbox(ctx context.Context, user string) {
 		keys, entries = append(keys, k), append(entries, e)
 		ws = append(ws, casWrite{s.summaryMsg(k, e), e.subjSeq})
 	}
+	ok := true
 	for i, seq := range publishTogether(s.f.js, ws) {
 		e := entries[i]
 		if seq == 0 {
-			s.storeSummary(ctx, keys[i], e)
+			ok = s.storeSummary(ctx, keys[i], e) && ok
 			continue
 		}
 		e.subjSeq, e.dirty = seq, false
 		s.f.m.summaries.Inc()
 	}
+	return ok
 }
 
 func (s *shard) summaryMsg(k inboxKey, e *inboxEntry) *nats.Msg {
@@ -154,8 +168,9 @@ func (s *shard) summaryMsg(k inboxKey, e *inboxEntry) *nats.Msg {
 }
 
 // storeSummary writes one summary, merging in the stored copy when the
-// compare-and-set finds one it did not know, with a few retries.
-func (s *shard) storeSummary(ctx context.Context, k inboxKey, e *inboxEntry) {
+// compare-and-set finds one it did not know, with a few retries. When it
+// gives up the summary stays changed, for the next flush.
+func (s *shard) storeSummary(ctx context.Context, k inboxKey, e *inboxEntry) bool {
 	f := s.f
 	for attempt := 0; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -164,7 +179,7 @@ func (s *shard) storeSummary(ctx context.Context, k inboxKey, e *inboxEntry) {
 		if err == nil {
 			e.subjSeq, e.dirty = ack.Sequence, false
 			f.m.summaries.Inc()
-			return
+			return true
 		}
 		if streams.IsWrongLastSequence(err) {
 			stored, seq, rerr := s.readSummary(ctx, k.user, k.conv)
@@ -176,9 +191,10 @@ func (s *shard) storeSummary(ctx context.Context, k inboxKey, e *inboxEntry) {
 			}
 		}
 		if attempt >= 5 || ctx.Err() != nil {
-			f.log.Warn("store summary", zap.String("user", k.user), zap.Error(err))
-			delete(s.inbox.m, k)
-			return
+			f.m.summaryRetries.Inc()
+			f.log.Warn("store summary: kept for the next flush", zap.String("user", k.user), zap.Error(err))
+			s.inbox.dirty[k] = e
+			return false
 		}
 		time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
 	}

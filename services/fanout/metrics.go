@@ -11,6 +11,11 @@ type metrics struct {
 	writeTime   prometheus.Histogram
 	checkpoints *prometheus.GaugeVec
 	summaries   prometheus.Counter
+	// Transient failures retried, and what no retry can cure.
+	eventRetries     prometheus.Counter
+	badEvents        prometheus.Counter
+	partitionRetries *prometheus.CounterVec
+	summaryRetries   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,9 +45,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		summaries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "messenger_fanout_summary_writes_total", Help: "Conversation-list summaries stored (coalesced per checkpoint interval).",
 		}),
+		eventRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_fanout_event_retries_total", Help: "Events whose recipients could not be read yet (a transient NATS error), tried again; the partition waits meanwhile.",
+		}),
+		badEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_fanout_bad_events_total", Help: "Events skipped for good: malformed, or naming a conversation that has no metadata (logged at error level).",
+		}),
+		partitionRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "messenger_fanout_partition_retries_total", Help: "A partition's start (checkpoint read, consumer creation) or read failed on a transient error and was tried again, by step.",
+		}, []string{"step"}),
+		summaryRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messenger_fanout_summary_retries_total", Help: "Conversation summaries whose read or store failed on a transient error and were tried again (a checkpoint waits for them).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.writes, m.skipped, m.conflicts, m.retries, m.writeTime, m.checkpoints, m.summaries)
+		reg.MustRegister(m.events, m.writes, m.skipped, m.conflicts, m.retries, m.writeTime, m.checkpoints, m.summaries,
+			m.eventRetries, m.badEvents, m.partitionRetries, m.summaryRetries)
 	}
 	return m
 }

@@ -78,7 +78,9 @@ func (w *watermarks) current(ctx context.Context, key string) (*knownMark, error
 	default:
 		k.rev = e.Revision()
 		if err := json.Unmarshal(e.Value(), &k.w); err != nil {
-			return nil, fmt.Errorf("watermark %s: %w", key, err)
+			// Unreadable for good: the fan-out, its writer, starts it
+			// again from this receipt (its compare-and-set overwrites it).
+			k.w = event.Watermark{}
 		}
 	}
 	w.mu.Lock()
@@ -104,48 +106,41 @@ func (w *watermarks) forget(inConv func(conv string) bool) {
 }
 
 // apply raises the member's watermark with a receipt. It reports the status
-// to tell others (read or delivered) and whether to tell anyone at all.
+// to tell others (read or delivered) and whether to tell anyone at all. A
+// failed read of the stored watermark is returned (dispatch retries the
+// receipt; applying it again is a replay, told again).
 func (w *watermarks) apply(ctx context.Context, src uint64, r event.Receipt) (string, bool, error) {
 	key := streams.WatermarkKey(r.Conv, r.User)
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
-			case <-ctx.Done():
-				return "", false, ctx.Err()
-			}
-		}
-		k, err := w.current(ctx, key)
-		if err != nil {
-			continue
-		}
-		w.mu.Lock()
-		cur := k.w
-		if cur.Src == src {
-			w.mu.Unlock()
-			return statusOf(r), true, nil // replay of the receipt that set it
-		}
-		next := cur
-		if r.Status == event.StatusRead && r.Seq > next.Read {
-			next.Read = r.Seq
-		}
-		if r.Seq > next.Delivered {
-			next.Delivered = r.Seq
-		}
-		if next == cur {
-			w.mu.Unlock()
-			return "", false, nil // stale or repeated: nothing changes
-		}
-		status := event.StatusDelivered
-		if next.Read > cur.Read {
-			status = event.StatusRead
-		}
-		next.Src = src
-		k.w = next
-		w.dirty[key] = k
-		w.mu.Unlock()
-		return status, true, nil
+	k, err := w.current(ctx, key)
+	if err != nil {
+		return "", false, fmt.Errorf("watermark %s: %w", key, err)
 	}
+	w.mu.Lock()
+	cur := k.w
+	if cur.Src == src {
+		w.mu.Unlock()
+		return statusOf(r), true, nil // replay of the receipt that set it
+	}
+	next := cur
+	if r.Status == event.StatusRead && r.Seq > next.Read {
+		next.Read = r.Seq
+	}
+	if r.Seq > next.Delivered {
+		next.Delivered = r.Seq
+	}
+	if next == cur {
+		w.mu.Unlock()
+		return "", false, nil // stale or repeated: nothing changes
+	}
+	status := event.StatusDelivered
+	if next.Read > cur.Read {
+		status = event.StatusRead
+	}
+	next.Src = src
+	k.w = next
+	w.dirty[key] = k
+	w.mu.Unlock()
+	return status, true, nil
 }
 
 // flush stores every changed watermark: published together, the acks
@@ -243,7 +238,7 @@ type receiptDoc struct {
 func (f *Fanout) receipt(ctx context.Context, mc *metaCache, src uint64, data []byte, rd *receiptDoc) ([]string, []byte, error) {
 	var r event.Receipt
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, nil, fmt.Errorf("decode receipt: %w", err)
+		return nil, nil, bad(fmt.Errorf("decode receipt: %w", err))
 	}
 	status, tell, err := f.marks.apply(ctx, src, r)
 	if err != nil || !tell {
@@ -257,12 +252,15 @@ func (f *Fanout) receipt(ctx context.Context, mc *metaCache, src uint64, data []
 		}
 		// Written before receipts named the other member.
 		entry, err := f.h.Convs.Get(ctx, r.Conv)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, nil, bad(fmt.Errorf("members of %s: %w", r.Conv, err))
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("members of %s: %w", r.Conv, err)
 		}
 		var meta event.Meta
 		if err := json.Unmarshal(entry.Value(), &meta); err != nil {
-			return nil, nil, fmt.Errorf("members of %s: %w", r.Conv, err)
+			return nil, nil, bad(fmt.Errorf("members of %s: %w", r.Conv, err))
 		}
 		return meta.Members, doc, nil
 	}

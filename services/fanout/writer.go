@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,8 +17,10 @@ import (
 // write is one queue entry to store.
 type write struct {
 	flush chan struct{} // when set: store the changed summaries (of user only, if set), then close it
-	user  string
-	doc   []byte
+	// unsaved, with flush: set when a summary could not be stored.
+	unsaved *atomic.Bool
+	user    string
+	doc     []byte
 	// The decoded event, shared read-only by every recipient's write:
 	// exactly one of msg and rcpt is set (rcpt holds what doc says).
 	msg  *event.Msg
@@ -77,6 +80,9 @@ type shard struct {
 	in    chan write
 	users *userCache
 	inbox *inboxCache
+	// unsaved: summaries left unstored when the shard ended (read after
+	// the shard's goroutine is done).
+	unsaved bool
 }
 
 // maxBatch bounds the writes a shard has in flight at once: with the
@@ -101,12 +107,13 @@ func (s *shard) run(ctx context.Context) {
 		}
 		s.runBatch(ctx, batch)
 	}
-	s.flushInbox(ctx, "")
+	s.unsaved = !s.flushInbox(ctx, "")
 }
 
 // runBatch handles writes in their order, storing together the writes of a
 // run without a flush request and with one write per user (the next write
-// of a user waits for the previous one's sequence).
+// of a user waits for the previous one's sequence). A write abandoned when
+// ctx ended is not finished: its partition's checkpoint stays below it.
 func (s *shard) runBatch(ctx context.Context, batch []write) {
 	users := make(map[string]bool, len(batch))
 	start := 0
@@ -115,9 +122,11 @@ func (s *shard) runBatch(ctx context.Context, batch []write) {
 		if len(seg) == 0 {
 			return
 		}
-		s.storeAll(ctx, seg)
+		abandoned := s.storeAll(ctx, seg)
 		for _, w := range seg {
-			s.applyInbox(ctx, w)
+			if abandoned[w.user] || !s.applyInbox(ctx, w) {
+				continue
+			}
 			w.fl.finish(w.src)
 		}
 		start = end
@@ -126,7 +135,9 @@ func (s *shard) runBatch(ctx context.Context, batch []write) {
 	for i, w := range batch {
 		if w.flush != nil {
 			handle(i)
-			s.flushInbox(ctx, w.user)
+			if !s.flushInbox(ctx, w.user) && w.unsaved != nil {
+				w.unsaved.Store(true)
+			}
 			close(w.flush)
 			start = i + 1
 			continue
@@ -149,11 +160,14 @@ type inFlight struct {
 
 // storeAll writes ws (one per user) into their users' queues: published
 // together, their acks awaited together. A write that fails or times out
-// goes through store, one at a time with retries.
-func (s *shard) storeAll(ctx context.Context, ws []write) {
+// goes through store, one at a time with retries. It returns the users
+// whose write was abandoned because ctx ended (nil when none).
+func (s *shard) storeAll(ctx context.Context, ws []write) (abandoned map[string]bool) {
 	if len(ws) == 1 {
-		s.store(ctx, ws[0])
-		return
+		if !s.store(ctx, ws[0]) {
+			return map[string]bool{ws[0].user: true}
+		}
+		return nil
 	}
 	f := s.f
 	var sent []inFlight
@@ -206,8 +220,14 @@ func (s *shard) storeAll(ctx context.Context, ws []write) {
 		}
 	}
 	for _, w := range slow {
-		s.store(ctx, w)
+		if !s.store(ctx, w) {
+			if abandoned == nil {
+				abandoned = map[string]bool{}
+			}
+			abandoned[w.user] = true
+		}
 	}
+	return abandoned
 }
 
 // position is what the shard knows of user's queue, read from the stream
@@ -260,8 +280,8 @@ func (s *shard) stored(w write, pos *queuePos, srcs []uint64, seq uint64) {
 }
 
 // store writes w into its user's queue unless it is there already, retrying
-// until it is stored or ctx ends.
-func (s *shard) store(ctx context.Context, w write) {
+// until it is stored or ctx ends (false: not stored).
+func (s *shard) store(ctx context.Context, w write) bool {
 	f := s.f
 	backoff := 10 * time.Millisecond
 	for attempt := 0; ctx.Err() == nil; attempt++ {
@@ -270,7 +290,7 @@ func (s *shard) store(ctx context.Context, w write) {
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
-				return
+				return false
 			}
 			if backoff < time.Second {
 				backoff *= 2
@@ -282,7 +302,7 @@ func (s *shard) store(ctx context.Context, w write) {
 		}
 		msg, srcs, skip := s.entry(w, pos)
 		if skip {
-			return
+			return true
 		}
 		start := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -300,8 +320,9 @@ func (s *shard) store(ctx context.Context, w write) {
 		}
 		f.m.writeTime.Observe(time.Since(start).Seconds())
 		s.stored(w, pos, srcs, ack.Sequence)
-		return
+		return true
 	}
+	return false
 }
 
 // srcOf is what an announcement of w says of its source: the stream
