@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/cdproto/cdp"
@@ -28,7 +29,7 @@ func TestSecurityHeaders(t *testing.T) {
 		"X-Content-Type-Options":  "nosniff",
 		"Referrer-Policy":         "no-referrer",
 	}
-	for _, path := range []string{"/", "/index.html", "/app.js", "/style.css", "/nope"} {
+	for _, path := range []string{"/", "/index.html", "/app.js", "/sw.js", "/style.css", "/nope"} {
 		resp, err := http.Get(srv.URL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -39,6 +40,30 @@ func TestSecurityHeaders(t *testing.T) {
 				t.Errorf("%s: %s = %q, want %q", path, k, got, v)
 			}
 		}
+	}
+}
+
+// TestServiceWorkerServed: the service worker (notifications, Web Push) is
+// served at the root, so that its scope is the whole client, as JavaScript
+// (a browser refuses to register a worker of another type), under the same
+// CSP, whose script-src 'self' is what allows registering it (worker-src
+// falls back to it).
+func TestServiceWorkerServed(t *testing.T) {
+	srv := httptest.NewServer(web.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/sw.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /sw.js: %s", resp.Status)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/javascript") {
+		t.Errorf("/sw.js: Content-Type %q, want text/javascript", ct)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "worker-src") {
+		t.Errorf("/sw.js: CSP %q does not allow the worker through script-src 'self'", csp)
 	}
 }
 

@@ -56,7 +56,7 @@ func TestPhoneLayout(t *testing.T) {
 	phone := newPage(t, "alice-phone", 390, 780)
 	phone.signIn(base, "", p.Token("alice"))
 	phone.waitFor("three conversations, two with unread badges", `document.querySelectorAll('#conv-list li').length === 3 && document.querySelectorAll('#conv-list .badge').length === 2`)
-	if bad := phone.fitsScreen(390, "#signout", "#new-chat button", "#conv-list .conv-time", "#conv-list .badge", "#conv-list .conv-name"); len(bad) > 0 {
+	if bad := phone.fitsScreen(390, "#signout", "#notify", "#new-chat button", "#conv-list .conv-time", "#conv-list .badge", "#conv-list .conv-name"); len(bad) > 0 {
 		t.Fatalf("the list does not fit 390 px: %q", bad)
 	}
 	phone.screenshot("web-narrow-list")

@@ -18,7 +18,9 @@ var static embed.FS
 // the data: favicon, fetch and WebSocket to its own origin ('self' matches
 // ws: and wss: of the same host in CSP 3), and nothing else. A script
 // injected into a message could then neither load code from elsewhere nor
-// send a token elsewhere; frame-ancestors stops clickjacking.
+// send a token elsewhere; frame-ancestors stops clickjacking. The service
+// worker (/sw.js, scope /) is registered under script-src 'self' (there is
+// no worker-src, which falls back to it).
 const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 

@@ -6,12 +6,15 @@
 //  - otherwise a token pasted in the form (`messenger token <user>`);
 //  - or a token in the URL fragment: /#token=<jwt> (used by the browser
 //    tests and handy for scripts); the fragment is removed at once.
+// /#conv=<id> opens that conversation (a notification clicked with no tab
+// of the client open: sw.js).
 // The page URL may add ?transport=poll to use long polling instead of the
 // WebSocket.
 
 import { Api } from './api.js';
 import { Client } from './client.js';
 import { UI } from './ui.js';
+import { Notifier } from './notify.js';
 import { currentSession, saveSession, clearSession, deviceId } from './store.js';
 import { ID_RE, jwtClaims } from './util.js';
 
@@ -22,6 +25,7 @@ const plainApi = new Api(() => '', null);
 
 let client = null;
 let ui = null;
+let notifier = null;
 let dev = false;
 
 async function devMode() {
@@ -42,6 +46,15 @@ function tokenFromFragment() {
   if (claims && typeof claims.sub === 'string' && ID_RE.test(claims.sub)) saveSession(claims.sub, token);
 }
 
+/** The conversation asked for by /#conv=<id>, removed from the URL. */
+function convFromFragment() {
+  const m = /^#conv=([^&]+)/.exec(location.hash);
+  if (!m) return '';
+  history.replaceState(null, '', location.pathname + location.search);
+  const conv = decodeURIComponent(m[1]);
+  return ID_RE.test(conv) ? conv : '';
+}
+
 function startApp(session) {
   $('signin').hidden = true;
   $('app').hidden = false;
@@ -53,13 +66,25 @@ function startApp(session) {
     dev,
     onSignedOut: (why) => signOut(why),
   });
-  ui = new UI(client, { onSignOut: () => signOut('') });
+  notifier = new Notifier({
+    api: client.api,
+    user: session.user,
+    onChange: () => client.store.changed({ notify: true }),
+    onOpen: (conv) => { if (client) client.openConversation(conv); },
+  });
+  client.notifier = notifier;
+  ui = new UI(client, { onSignOut: () => signOut(''), notifier });
   client.start();
+  notifier.start();
+  const conv = convFromFragment();
+  if (conv) client.openConversation(conv);
   window.messenger = client; // for the console and the browser tests
 }
 
 function signOut(why) {
   if (client) {
+    notifier.signOut(); // best effort, while the token is still at hand
+    notifier = null;
     clearSession(client.user);
     client.stop();
     ui.destroy();

@@ -45,6 +45,7 @@ export class Client {
       },
     });
     this.onVisible = () => this.markOpenRead();
+    this.notifier = null; // set by the app: told of each new message (notify.js)
   }
 
   get user() { return this.store.user; }
@@ -185,6 +186,7 @@ export class Client {
       }
       if (ev.kind !== 'text' && c.infoLoaded && !c.left) this.fetchInfo(c);
       if (ev.kind === 'text' && ev.from !== me) {
+        if (this.notifier) this.notifier.message(ev, c.kind === 'group' ? c.title || 'a group' : '');
         if (this.isOpenAndVisible(c)) this.markOpenRead();
         else {
           c.unread++;

@@ -62,6 +62,20 @@ export function clearSession(user) {
   save('current', undefined);
 }
 
+/** A saved setting of user in this browser (e.g. notifications on), or fallback. */
+export function userSetting(user, key, fallback) {
+  const u = load('user.' + user, null);
+  return u && u[key] !== undefined ? u[key] : fallback;
+}
+
+/** Saves a setting of user (undefined removes it); the rest of what is saved stays. */
+export function setUserSetting(user, key, value) {
+  const u = load('user.' + user, {}) || {};
+  if (value === undefined) delete u[key];
+  else u[key] = value;
+  save('user.' + user, u);
+}
+
 /** One conversation as the page knows it. */
 export class Conv {
   constructor(id) {

@@ -33,6 +33,10 @@ function icon(name) {
     path('M7 3.8V7l2.2 1.6');
   } else if (name === 'check') {
     path('M2 7.5l3.2 3.2L12 3.8');
+  } else if (name === 'bell' || name === 'bell-off') {
+    path('M4 10.5V6.8a3 3 0 0 1 6 0v3.7l1 1.2H3z');
+    path('M6 12.8a1.1 1.1 0 0 0 2 0');
+    if (name === 'bell-off') path('M1.8 1.8l10.4 10.4');
   } else if (name === 'double') {
     path('M2 7.5l3.2 3.2L12 3.8');
     path('M9.5 10.2l0.5 0.5L16.8 3.8');
@@ -95,8 +99,9 @@ function firstKey(list) {
 }
 
 export class UI {
-  constructor(client, { onSignOut }) {
+  constructor(client, { onSignOut, notifier }) {
     this.client = client;
+    this.notifier = notifier;
     this.store = client.store;
     this.onSignOut = onSignOut;
     this.pending = null; // what changed since the last render
@@ -156,6 +161,8 @@ export class UI {
       }
     });
     this.on($('new-group-form'), 'submit', (e) => this.createGroup(e));
+    // The browser's permission is asked here, on the person's click only.
+    this.on($('notify'), 'click', () => this.notifier.toggle());
     this.on($('conv-list'), 'click', (e) => {
       const li = e.target.closest('li[data-conv]');
       if (!li) return;
@@ -352,6 +359,7 @@ export class UI {
     const conn = $('conn');
     conn.textContent = CONN_TEXT[s.conn] || s.conn;
     conn.dataset.state = s.conn;
+    this.renderNotify();
     const key = s.open;
     $('app').dataset.view = key ? 'chat' : 'list';
     this.renderList();
@@ -380,6 +388,28 @@ export class UI {
     $('send').disabled = left;
     if (left) this.note('You are not a member of this group any more.');
     else if ($('composer-note').textContent.startsWith('You are not a member')) this.note('');
+  }
+
+  /** The notifications button: a bell, crossed out when off. */
+  renderNotify() {
+    const n = this.notifier;
+    const b = $('notify');
+    const state = n.state;
+    b.hidden = state === 'unsupported';
+    b.disabled = n.busy || state === 'blocked';
+    b.dataset.state = state;
+    b.dataset.push = n.push;
+    const label = state === 'on'
+      ? (n.push === 'on' ? 'Notifications on, also when this page is closed: turn off' : 'Notifications on while this page is open: turn off')
+      : state === 'blocked' ? 'Notifications are blocked in the browser’s settings' : 'Turn notifications on';
+    b.title = label;
+    b.setAttribute('aria-label', label);
+    b.setAttribute('aria-pressed', String(state === 'on'));
+    if (b.dataset.icon !== state) {
+      b.dataset.icon = state;
+      b.replaceChildren(icon(state === 'on' ? 'bell' : 'bell-off'));
+    }
+    $('notify-error').textContent = n.error;
   }
 
   renderList() {
