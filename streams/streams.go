@@ -34,6 +34,14 @@ const PushRegHistory = 8
 // on every conversation stream. Never rename it: a new name re-projects all.
 const ProjectorDurable = "projector"
 
+// NotifierDurable is the durable consumer name of the push notifier on
+// every conversation stream. Never rename it: a new name starts at the
+// stream's end (NotifierConsumerConfig), and what was pending is lost.
+const NotifierDurable = "notifier"
+
+// NotifierAckWait is the notifier consumer's default AckWait.
+const NotifierAckWait = 30 * time.Second
+
 // Dead-letter headers: where the event came from and why it was given up.
 const (
 	DeadSubjectHeader   = "Dead-Subject"
@@ -70,7 +78,16 @@ const (
 	// BucketMutes maps "<user>.<conv>" to user's last mute event of conv:
 	// a projection of stream PUSHREG (services/pushreg).
 	BucketMutes = "mutes"
+	// BucketPushSent maps "<user>.<conv>" to the last conversation seq the
+	// notifier pushed to that user (services/notifier): claimed with a
+	// compare-and-set before a push goes out, so that a restarted or a
+	// second notifier never pushes a message twice. Entries age out after
+	// PushSentTTL, far longer than an event stays unacked.
+	BucketPushSent = "push_sent"
 )
+
+// PushSentTTL is how long a push_sent record lives after its last update.
+const PushSentTTL = 7 * 24 * time.Hour
 
 // PushKey is the key of user's registration id in BucketPush.
 func PushKey(user, id string) string { return user + "." + id }
@@ -264,6 +281,31 @@ func ProjectorConsumerConfig(p int) jetstream.ConsumerConfig {
 	}
 }
 
+// NotifierConsumerConfig is the notifier's durable pull consumer on
+// conversation stream p: every event (msg and receipts), acked one by one
+// once the pushes it takes part in are decided (sent, claimed, skipped or
+// cancelled); pending coalescing holds an event for about the coalescing
+// window. Made the first time at the stream's end (DeliverNew): a notifier
+// added to an old deployment does not push the whole history. ackWait
+// (default NotifierAckWait) is well above the window: it is how long the
+// events of a killed notifier wait before another reads them; an event
+// redelivered is checked against the push_sent record, never pushed twice.
+func NotifierConsumerConfig(p int, ackWait time.Duration) jetstream.ConsumerConfig {
+	if ackWait <= 0 {
+		ackWait = NotifierAckWait
+	}
+	return jetstream.ConsumerConfig{
+		Durable:       NotifierDurable,
+		Description:   "push notifications of " + ConvStream(p),
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 20_000,
+		MaxWaiting:    16,
+	}
+}
+
 // BucketConfigs are the key-value buckets.
 func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 	c = c.WithDefaults()
@@ -276,6 +318,7 @@ func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 		{Bucket: BucketUserGroups, Description: "the groups each user is a member of", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketWorkers, Description: "live fan-out and projector workers (partition ownership)", History: 1, TTL: WorkersTTL, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketMutes, Description: "muted conversations per user", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketPushSent, Description: "last seq pushed per user and conversation (notifier)", History: 1, TTL: PushSentTTL, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }
 
@@ -351,8 +394,9 @@ type Handles struct {
 	UserGroups jetstream.KeyValue
 	Workers    jetstream.KeyValue
 	// push registrations and mutes (services/pushreg)
-	PushReg jetstream.Stream
-	Mutes   jetstream.KeyValue
+	PushReg  jetstream.Stream
+	Mutes    jetstream.KeyValue
+	PushSent jetstream.KeyValue
 }
 
 // ErrNotReady means the streams do not exist yet (nobody ran Ensure).
@@ -415,6 +459,9 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config) (*Handles, erro
 	if h.Mutes, err = js.KeyValue(ctx, BucketMutes); err != nil {
 		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketMutes, err)
 	}
+	if h.PushSent, err = js.KeyValue(ctx, BucketPushSent); err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrNotReady, BucketPushSent, err)
+	}
 	return h, nil
 }
 
@@ -449,3 +496,6 @@ func WatermarkKey(conv, user string) string { return conv + "." + user }
 
 // FanoutCheckpointKey is the key of the fan-out checkpoint of conversation stream p.
 func FanoutCheckpointKey(p int) string { return "conv_" + strconv.Itoa(p) }
+
+// PushSentKey is the key of user's push record of conv in BucketPushSent.
+func PushSentKey(user, conv string) string { return user + "." + conv }

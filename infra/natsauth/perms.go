@@ -33,16 +33,18 @@ const (
 	RoleProjector = "projector"
 	// RolePresence is the presence service.
 	RolePresence = "presence"
+	// RoleNotifier is the push notifier (and `messenger push test`).
+	RoleNotifier = "notifier"
 	// RoleReadOnly reads streams and buckets through the JetStream API and
 	// makes its own consumers: internal services and the `nats` command line.
 	RoleReadOnly = "readonly"
 )
 
 // Roles are every role, in the order files are written.
-var Roles = []string{RoleAdmin, RoleEdge, RoleFanout, RoleProjector, RolePresence, RoleReadOnly}
+var Roles = []string{RoleAdmin, RoleEdge, RoleFanout, RoleProjector, RolePresence, RoleNotifier, RoleReadOnly}
 
 // ServiceRoles are the roles a `messenger <role>` process runs as.
-var ServiceRoles = []string{RoleEdge, RoleFanout, RoleProjector, RolePresence}
+var ServiceRoles = []string{RoleEdge, RoleFanout, RoleProjector, RolePresence, RoleNotifier}
 
 // Perms is a permission set as plain lists, for tests and documentation.
 type Perms struct {
@@ -104,8 +106,8 @@ func RolePerms(role string) (Perms, error) {
 			subjects.PresenceEventsAll, subjects.PresenceHeartbeatsAll, subjects.PresenceSyncsAll,
 			// ask the fan-outs to store a user's summaries before a read
 			subjects.FanoutFlush,
-			// answers to other edges' online probes
-			subjects.InboxAll(subjects.RoleInboxPrefix(RoleEdge)),
+			// answers to other edges' online probes, and to the notifier's
+			subjects.InboxAll(subjects.RoleInboxPrefix(RoleEdge)), subjects.InboxAll(subjects.RoleInboxPrefix(RoleNotifier)),
 		)
 		// push registrations and mutes (services/pushreg)
 		p.PubAllow = append(p.PubAllow, PushRegWrites()...)
@@ -143,6 +145,26 @@ func RolePerms(role string) (Perms, error) {
 			// its lease among the projectors sharing the partitions (services/partition)
 			subjects.KVAll(streams.BucketWorkers),
 		)
+		return p, nil
+	case RoleNotifier:
+		p := common(role)
+		d := streams.NotifierDurable
+		p.PubAllow = append(p.PubAllow,
+			// its durable consumer on each conversation stream
+			subjects.JSConsumerCreate("*", d), subjects.JSConsumerInfo("*", d), subjects.JSConsumerNext("*", d), subjects.JSAck("*", d),
+			// the push records (claimed before a push), group metadata
+			// written back by conversation.Store, its lease among the
+			// notifiers
+			subjects.KVAll(streams.BucketPushSent), subjects.KVAll(streams.BucketConvs),
+			subjects.KVAll(streams.BucketWorkers),
+			// online probes (requests answered by the edges holding the user)
+			subjects.LiveAll,
+		)
+		// a registration a provider calls gone is removed (services/pushreg)
+		p.PubAllow = append(p.PubAllow, PushRegWrites()...)
+		p.PubDeny = append(p.PubDeny, protectProjector()...)
+		// the edges' connection reports: who left within the offline grace
+		p.SubAllow = append(p.SubAllow, subjects.PresenceEventsAll)
 		return p, nil
 	case RolePresence:
 		p := common(role)

@@ -449,7 +449,7 @@ func (f *Fanout) readPartition(ctx context.Context, p int, fl *floor, next *uint
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	mc := newMetaCache(10_000)
+	mc := conversation.NewMetaCache(f.convs, 10_000)
 	for {
 		msg, err := it.Next()
 		if err != nil {

@@ -5,43 +5,18 @@ import (
 	"sync"
 	"time"
 
+	"messenger/services/conversation"
 	"messenger/services/event"
 )
 
-// metaCache holds the metadata of the groups a partition reader met; owned
-// by that reader's goroutine, so unlocked.
-type metaCache struct {
-	max int
-	m   map[string]*event.Meta
-}
+// metaCache is the group metadata a partition reader met
+// (conversation.MetaCache, shared with the notifier); owned by that
+// reader's goroutine.
+type metaCache = conversation.MetaCache
 
-func newMetaCache(max int) *metaCache { return &metaCache{max: max, m: map[string]*event.Meta{}} }
-
-// groupMeta returns the group's metadata folded at least up to seq: from
-// the cache, else from the convs bucket brought up to seq from the stream
-// by the conversation store (which writes a newer fold back).
+// groupMeta returns the group's metadata folded at least up to seq.
 func (f *Fanout) groupMeta(ctx context.Context, mc *metaCache, conv string, seq uint64) (*event.Meta, error) {
-	if meta := mc.m[conv]; meta != nil && meta.Applied >= seq {
-		return meta, nil
-	}
-	stored, err := f.convs.Read(ctx, conv)
-	if err != nil {
-		return nil, err
-	}
-	if stored.Meta == nil {
-		stored.Meta = &event.Meta{}
-	}
-	if stored, err = f.convs.CatchUp(ctx, conv, stored, seq); err != nil {
-		return nil, err
-	}
-	if len(mc.m) >= mc.max {
-		for k := range mc.m {
-			delete(mc.m, k)
-			break
-		}
-	}
-	mc.m[conv] = stored.Meta
-	return stored.Meta, nil
+	return mc.At(ctx, conv, seq)
 }
 
 // liveReceipts coalesces the receipts of group members into at most one

@@ -25,6 +25,7 @@ import (
 const (
 	KindFanout    = "fanout"
 	KindProjector = "projector"
+	KindNotifier  = "notifier"
 )
 
 // maxMembers bounds the members of one kind read per heartbeat.
@@ -37,7 +38,7 @@ type Work func(ctx context.Context, p int) error
 
 // Config of a member. Kind and Partitions are required.
 type Config struct {
-	// Kind is the kind of worker (KindFanout, KindProjector): members of one
+	// Kind is the kind of worker (KindFanout, KindProjector, KindNotifier): members of one
 	// kind share the partitions.
 	Kind string
 	// ID names this worker among its kind; made a subject token by
