@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"messenger/infra/natsserver"
+	"messenger/services/conversation"
 	"messenger/services/event"
 	"messenger/streams"
 )
@@ -147,7 +148,7 @@ func TestGroupMessageWaitsOutAMetadataReadThatTimesOut(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan bool, 1)
-	go func() { done <- f.dispatch(ctx, newMetaCache(10), 0, seq, h.Layout.ConvEvents(conv), data, fl) }()
+	go func() { done <- f.dispatch(ctx, conversation.NewMetaCache(f.convs, 10), 0, seq, h.Layout.ConvEvents(conv), data, fl) }()
 	waitFor(t, 30*time.Second, "the metadata read failing", func() bool {
 		return logged(logs, "retrying") || logged(logs, "skip")
 	})
@@ -191,7 +192,7 @@ func TestMalformedEventIsSkippedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	fl := newFloor(0)
-	if !f.dispatch(context.Background(), newMetaCache(10), 0, 1, h.Layout.ConvEvents("gx"), []byte("{not json"), fl) {
+	if !f.dispatch(context.Background(), conversation.NewMetaCache(f.convs, 10), 0, 1, h.Layout.ConvEvents("gx"), []byte("{not json"), fl) {
 		t.Fatal("dispatch of a malformed event reported its context ended")
 	}
 	if fl.value() != 1 || len(f.shards[0].in) != 0 {
