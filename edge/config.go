@@ -88,6 +88,10 @@ type Config struct {
 	// MaxPushRegs bounds one user's push registrations: a new one beyond it
 	// replaces the oldest. Default 20.
 	MaxPushRegs int
+	// WebPushKey is the VAPID public key (base64url, uncompressed P-256)
+	// that GET /v1/push/webpush-key gives browsers; empty: Web Push is not
+	// configured and it answers not_found.
+	WebPushKey string
 }
 
 // Rate is a per-user token bucket: PerSecond on average, Burst at once.

@@ -21,6 +21,7 @@ import (
 	"messenger/services/conversation"
 	"messenger/services/event"
 	"messenger/services/history"
+	"messenger/services/pushreg"
 	"messenger/streams"
 	"messenger/subjects"
 )
@@ -40,6 +41,8 @@ type Edge struct {
 	convs *conversation.Cache
 	// groupsOf bounds the groups per user (groups.go).
 	groupsOf *conversation.Memberships
+	// pushreg: push registrations and mutes (push.go)
+	pushreg *pushreg.Store
 	// onlineSeen: users other edges recently said they hold (online.go).
 	onlineSeen *onlineSeen
 	hub        *hub
@@ -120,6 +123,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 	}
 	e.convs = convs
 	e.pub = jspub.New(d.JS, e.publishConfig())
+	e.pushreg = pushreg.New(d.JS, nc, h, e.pub, e.log, pushreg.Config{MaxDevices: cfg.MaxPushRegs})
 	e.groupsOf = conversation.NewMemberships(h.UserGroups, cfg.MaxGroupsPerUser, e.isMember)
 	e.pager = &history.Pager{
 		Projection: d.Projection,
