@@ -172,9 +172,9 @@ func TestMuteConversation(t *testing.T) {
 	}
 	for _, c := range []struct {
 		user, url string
-		body any
-		code int
-		err  string
+		body      any
+		code      int
+		err       string
 	}{
 		{"intruder", url, map[string]any{"until": 0}, 403, "forbidden"},
 		{"ny", p.HTTP(0) + "/v1/conversations/no-such-conv/mute", map[string]any{"until": 0}, 403, "forbidden"},
