@@ -27,6 +27,7 @@ commands:
   replay-dead-letters  project the projector's dead letters again
   rebuild-history      make the ClickHouse projection again from the streams [--drop]
   check-history        compare each conversation stream with ClickHouse, print the holes [--repair]
+  rebuild-push         write the push registrations and mutes (KV push, mutes) again from stream PUSHREG
   nats-creds  make the NATS identities under --nats-creds (default <data>/nats): a seed per role, users.json, nats-server.conf
   setup    create or update the streams and buckets on --nats as the admin identity (a nats-server cluster)
   token    print a token: messenger token <user> [--ttl 24h]
@@ -119,6 +120,13 @@ func run(args []string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return admin(ctx, cmd, &cfg, adminFlags{drop: *drop, repair: *repair})
+	case "rebuild-push":
+		if err := parse(fs, args, &cfg); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return rebuildPush(ctx, &cfg)
 	case "nats-creds":
 		if err := parse(fs, args, &cfg); err != nil {
 			return err

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"messenger/infra/natsauth"
+	"messenger/services/pushreg"
+	"messenger/streams"
+)
+
+// rebuildPush writes KV push and KV mutes again from stream PUSHREG
+// (pushreg.Store.Rebuild), as the edge's identity (what writes them);
+// edges may keep serving meanwhile.
+func rebuildPush(ctx context.Context, cfg *config) error {
+	log, err := newLogger(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	nc, err := dialNATS(cfg, cfg.NATS, natsauth.RoleEdge, "", nil, log, nats.MaxReconnects(0))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	h, err := streams.Open(ctx, js, cfg.streams())
+	if err != nil {
+		return err
+	}
+	rep, err := pushreg.New(js, nc, h, nil, log, pushreg.Config{MaxDevices: cfg.MaxPushTokens}).Rebuild(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("read %d events: %d registrations written, %d removed, %d mutes written, %d unreadable\n",
+		rep.Events, rep.Registrations, rep.Removed, rep.Mutes, rep.Unreadable)
+	return nil
+}
