@@ -502,7 +502,6 @@ func TestScrollBack(t *testing.T) {
 	phone.signIn(base, "", p.Token("bob"))
 	phone.waitFor("the list alone", `document.getElementById('app').dataset.view === 'list' && document.getElementById('main').offsetParent === null`)
 	phone.waitFor("the chat in the list", `document.querySelector('#conv-list li .conv-name')?.textContent === 'alice'`)
-	phone.screenshot("web-narrow-list")
 	phone.openConv("alice")
 	phone.waitMessage("message number 120")
 	phone.waitFor("the chat alone", `document.getElementById('sidebar').offsetParent === null`)
@@ -511,7 +510,6 @@ func TestScrollBack(t *testing.T) {
 	}
 	phone.send("Got them all, thanks!")
 	phone.waitStatus("Got them all, thanks!", "sent")
-	phone.screenshot("web-narrow-chat")
 	phone.click("#back")
 	phone.waitFor("the list again", `document.getElementById('app').dataset.view === 'list'`)
 }

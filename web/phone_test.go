@@ -61,20 +61,30 @@ func TestPhoneLayout(t *testing.T) {
 	}
 	phone.screenshot("web-narrow-list")
 
+	// The unbroken run wraps inside its bubble.
+	phone.openConv("carol")
+	phone.waitMessage(unbroken)
+	if bad := phone.fitsScreen(390, "#back", "#chat-name", "#send", "#msg-list .meta time", "#msg-list .bubble"); len(bad) > 0 {
+		t.Fatalf("carol's chat does not fit 390 px: %q", bad)
+	}
+	phone.click("#back")
+	phone.waitFor("the list again", `document.getElementById('app').dataset.view === 'list'`)
+
 	phone.openConv("bob")
 	phone.waitMessage(long)
 	phone.waitFor("a Today separator above the messages", `document.querySelector('#msg-list li').classList.contains('day') && document.querySelector('#msg-list li.day').textContent === 'Today'`)
 	if n := eval[int](phone, `document.querySelectorAll('#msg-list li.day').length`); n != 1 {
 		t.Fatalf("%d date separators for messages of one day", n)
 	}
-	phone.send(unbroken)
-	phone.waitStatus(unbroken, "sent")
+	phone.send("That is a long one! Reading it on the bus.")
+	phone.waitStatus("That is a long one! Reading it on the bus.", "sent")
 	if bad := phone.fitsScreen(390, "#back", "#chat-name", "#send", "#msg-list .meta time", "#msg-list .bubble"); len(bad) > 0 {
 		t.Fatalf("the chat does not fit 390 px: %q", bad)
 	}
+	phone.screenshot("web-narrow-chat")
 	phone.click("#back")
 	phone.waitFor("the list again", `document.getElementById('app').dataset.view === 'list'`)
-	if bad := phone.fitsScreen(390, "#signout", "#new-chat button", "#conv-list .conv-time", "#conv-list .badge"); len(bad) > 0 {
+	if bad := phone.fitsScreen(390, "#signout", "#notify", "#new-chat button", "#conv-list .conv-time", "#conv-list .conv-preview"); len(bad) > 0 {
 		t.Fatalf("the list does not fit 390 px after the chat: %q", bad)
 	}
 }
