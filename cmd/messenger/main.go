@@ -101,16 +101,7 @@ func run(args []string) error {
 		}
 		return printToken(&cfg, user, *ttl)
 	case "chat":
-		to := fs.String("to", "", "the user to write to")
-		url := fs.String("url", "ws://127.0.0.1:8080", "WebSocket base URL of an edge")
-		var user string
-		if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-			user, args = args[0], args[1:]
-		}
-		if err := parse(fs, args, &cfg); err != nil {
-			return err
-		}
-		return chat(&cfg, user, *to, *url, os.Stdin, os.Stdout)
+		return chatCommand(args, os.Stdin, os.Stdout, os.Stderr)
 	case "replay-dead-letters", "rebuild-history", "check-history":
 		drop := fs.Bool("drop", false, "rebuild-history: drop the tables first (stop every projector before)")
 		repair := fs.Bool("repair", false, "check-history: project the missing events again from the streams")
