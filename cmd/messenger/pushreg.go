@@ -38,7 +38,7 @@ func rebuildPush(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("read %d events: %d registrations written, %d removed, %d mutes written, %d unreadable\n",
-		rep.Events, rep.Registrations, rep.Removed, rep.Mutes, rep.Unreadable)
+	fmt.Printf("read %d events, adopted %d registrations stored without one: %d registrations written, %d removed, %d mutes written, %d unreadable\n",
+		rep.Events, rep.Adopted, rep.Registrations, rep.Removed, rep.Mutes, rep.Unreadable)
 	return nil
 }

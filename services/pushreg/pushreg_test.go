@@ -294,3 +294,58 @@ func TestRebuildGivesTheSameBuckets(t *testing.T) {
 		t.Fatalf("second rebuild changed the buckets:\nbefore %+v\nafter  %+v", before, after)
 	}
 }
+
+// A registration stored in KV push before the events existed is adopted by
+// Rebuild (a register event stored), so that a later rebuild brings it
+// back.
+func TestRebuildAdoptsRegistrationsWithoutEvents(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{NoFanout: true})
+	s, _ := store(t, p, 5)
+	ctx := context.Background()
+	admin, err := jetstream.New(p.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := admin.KeyValue(ctx, streams.BucketPush)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := pushreg.Registration{ID: "sOldRegistration1", Platform: push.FCM, Token: "old-token", Created: 1700000000000}
+	val, _ := json.Marshal(legacy)
+	if _, err := kv.Put(ctx, streams.PushKey("olga", legacy.ID), val); err != nil {
+		t.Fatal(err)
+	}
+	// One registered and removed the legacy way too: not adopted.
+	gone := pushreg.Registration{ID: "sOldRegistration2", Platform: push.APNs, Token: "t", Created: 1700000000001}
+	val, _ = json.Marshal(gone)
+	kv.Put(ctx, streams.PushKey("olga", gone.ID), val)
+	kv.Purge(ctx, streams.PushKey("olga", gone.ID))
+	newID, _, err := s.Register(ctx, "olga", pushreg.Registration{Platform: push.FCM, Token: "new-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Rebuild(ctx)
+	if err != nil || rep.Adopted != 1 || rep.Registrations != 2 {
+		t.Fatalf("rebuild: %+v %v", rep, err)
+	}
+	evs := events(t, p, subjects.PushRegDevice("olga", legacy.ID))
+	if len(evs) != 1 || evs[0].Type != pushreg.TypeRegister || evs[0].Token != "old-token" || evs[0].TS != legacy.Created {
+		t.Fatalf("adopted event: %+v", evs)
+	}
+	before, _ := s.Registrations(ctx, "olga")
+	if len(before) != 2 || before[0].ID != legacy.ID || before[1].ID != newID {
+		t.Fatalf("registrations: %+v", before)
+	}
+	if err := admin.DeleteKeyValue(ctx, streams.BucketPush); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(ctx, admin, p.Conf); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := s.Rebuild(ctx); err != nil || rep.Adopted != 0 {
+		t.Fatalf("second rebuild: %+v %v", rep, err)
+	}
+	if after, _ := s.Registrations(ctx, "olga"); !reflect.DeepEqual(before, after) {
+		t.Fatalf("after a wipe and rebuild: %+v, want %+v", after, before)
+	}
+}

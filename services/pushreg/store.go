@@ -76,6 +76,7 @@ type Config struct {
 // Store reads and writes registrations and mutes.
 type Store struct {
 	cfg Config
+	js  jetstream.JetStream
 	nc  *nats.Conn
 	h   *streams.Handles
 	pub *jspub.Publisher
@@ -93,7 +94,7 @@ func New(js jetstream.JetStream, nc *nats.Conn, h *streams.Handles, pub *jspub.P
 	if pub == nil {
 		pub = jspub.New(js, jspub.Config{})
 	}
-	return &Store{cfg: cfg, nc: nc, h: h, pub: pub, log: log.With(zap.String("component", "pushreg")), now: time.Now}
+	return &Store{cfg: cfg, js: js, nc: nc, h: h, pub: pub, log: log.With(zap.String("component", "pushreg")), now: time.Now}
 }
 
 // Registrations are user's registrations, oldest first.
