@@ -1,11 +1,14 @@
 package push
 
 import (
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,5 +44,38 @@ func TestAPNsProviderTokenLife(t *testing.T) {
 	now = now.Add(time.Second)
 	if third, _ := p.providerToken(second); third == second {
 		t.Fatal("the token Apple called expired was kept")
+	}
+}
+
+// encryptAES128GCM reproduces RFC 8291 section 5's example byte for byte.
+func TestEncryptRFC8291Example(t *testing.T) {
+	d := func(s string) []byte {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	as, err := ecdh.P256().NewPrivateKey(d("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := encryptAES128GCM(d("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"),
+		d("BTBZMqHH6r4Tts7J_aSIgg"), []byte("When I grow up, I want to be a watermelon"), as, d("DGv6ra1nlYgDCS1FRnbzlw"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN"
+	if got := base64.RawURLEncoding.EncodeToString(body); got != want {
+		t.Fatalf("body\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestWebPushTopic(t *testing.T) {
+	for _, id := range []string{"d.alice.bob", "g_123", strings.Repeat("x", 40), "conv:é"} {
+		top := webPushTopic(id)
+		if len(top) == 0 || len(top) > 32 || strings.Trim(top, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" || top != webPushTopic(id) {
+			t.Errorf("topic of %q: %q", id, top)
+		}
 	}
 }
