@@ -10,6 +10,7 @@ import (
 	"messenger/edge"
 	"messenger/edge/auth"
 	"messenger/infra/flagenv"
+	"messenger/services/push"
 	"messenger/streams"
 )
 
@@ -99,6 +100,10 @@ type config struct {
 	NATSPublishAttempt time.Duration
 	// projection holes (issue 13, projgap)
 	HistoryCheckEvery time.Duration
+	// push providers (issue 14, providers): the notifier builds them with
+	// push.New(cfg.pushConfig(role == "all")).
+	Push           push.Config
+	PushAllowHosts string
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -168,6 +173,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	c.clusterFlags(fs)
 	c.chShardFlags(fs)
 	c.availFlags(fs)
+	c.pushFlags(fs)
 	// projection holes (issue 13): the projector's periodic history check.
 	fs.DurationVar(&c.HistoryCheckEvery, "history-check-every", 10*time.Minute, "projector: how often to compare each conversation stream with ClickHouse and project again the events missing below the ack floor (messenger_projector_holes; 0: never)")
 }
@@ -300,4 +306,45 @@ func (c *config) chShards() []string {
 		}
 	}
 	return out
+}
+
+// pushFlags: the push providers (issue 14). A provider with none of its
+// flags is off; one with some of them is an error at start.
+func (c *config) pushFlags(fs *flag.FlagSet) {
+	p := &c.Push
+	fs.StringVar(&p.FCMCredentials, "fcm-credentials", "", "FCM: service-account key file (JSON, from the Firebase console: Project settings, Service accounts); empty: no FCM")
+	fs.StringVar(&p.FCMEndpoint, "fcm-endpoint", push.DefaultFCMEndpoint, "FCM: HTTP v1 API base URL")
+	fs.StringVar(&p.APNsKey, "apns-key", "", "APNs: token-signing key file (.p8, from the Apple developer account: Keys); empty: no APNs")
+	fs.StringVar(&p.APNsKeyID, "apns-key-id", "", "APNs: the .p8 key's id")
+	fs.StringVar(&p.APNsTeamID, "apns-team-id", "", "APNs: the developer team id")
+	fs.StringVar(&p.APNsTopic, "apns-topic", "", "APNs: the app's bundle id")
+	fs.StringVar(&p.APNsEndpoint, "apns-endpoint", push.DefaultAPNsEndpoint, "APNs: server base URL (sandbox: https://api.sandbox.push.apple.com)")
+	fs.StringVar(&p.WebPushVAPIDKey, "webpush-vapid-key", "", "Web Push: VAPID private key file (PEM or base64url P-256; all: default <data>/vapid.pem, made when missing); empty: no Web Push")
+	fs.StringVar(&p.WebPushSubject, "webpush-subject", "", "Web Push: the operator's contact in VAPID tokens, mailto: or https: (all: default mailto:webpush@localhost)")
+	fs.StringVar(&c.PushAllowHosts, "push-allow-hosts", "", "comma-separated hosts or host:port that push requests may reach on a non-public address (loopback, private...); every other host only on a public address")
+	fs.StringVar(&p.CAFile, "push-ca-file", "", "PEM file of CAs trusted for push providers besides the system's")
+	fs.DurationVar(&p.Timeout, "push-timeout", push.DefaultTimeout, "most time for one request to a push provider")
+}
+
+// pushConfig is the providers' configuration; for the all role a missing
+// VAPID key is <data>/vapid.pem, made when missing, so Web Push works on a
+// development box without setup.
+func (c *config) pushConfig(all bool) (push.Config, error) {
+	p := c.Push
+	p.AllowHosts = nil
+	for _, h := range strings.Split(c.PushAllowHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			p.AllowHosts = append(p.AllowHosts, h)
+		}
+	}
+	if all && p.WebPushVAPIDKey == "" {
+		p.WebPushVAPIDKey = filepath.Join(c.Data, "vapid.pem")
+		if _, err := push.LoadOrCreateVAPIDKey(p.WebPushVAPIDKey); err != nil {
+			return p, err
+		}
+		if p.WebPushSubject == "" {
+			p.WebPushSubject = "mailto:webpush@localhost"
+		}
+	}
+	return p, p.Validate()
 }
