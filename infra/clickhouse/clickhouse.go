@@ -171,7 +171,17 @@ type object struct {
 	name string // table or view
 	view bool
 	stmt string
+	// columns are a table's columns with their comments, in order.
+	columns []column
 }
+
+// column is one column of a table of schema.sql and its COMMENT.
+type column struct{ name, comment string }
+
+// columnRE matches a column line of schema.sql: its name, and the text of its
+// COMMENT (no quote or backslash in it, so it is the same in SQL and as the
+// server stores it).
+var columnRE = regexp.MustCompile(`(?m)^\s*([A-Za-z_][A-Za-z0-9_]*)\s+[A-Z].*\sCOMMENT\s+'([^'\\]*)',?\s*$`)
 
 var createRE = regexp.MustCompile(`(?is)^CREATE\s+(TABLE|VIEW)\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\b`)
 
@@ -183,9 +193,50 @@ func objects() ([]object, error) {
 		if m == nil {
 			return nil, fmt.Errorf("clickhouse: schema.sql: not a CREATE ... IF NOT EXISTS statement: %.60q", stmt)
 		}
-		out = append(out, object{name: m[2], view: strings.EqualFold(m[1], "VIEW"), stmt: stmt})
+		o := object{name: m[2], view: strings.EqualFold(m[1], "VIEW"), stmt: stmt}
+		for _, c := range columnRE.FindAllStringSubmatch(stmt, -1) {
+			o.columns = append(o.columns, column{name: c[1], comment: c[2]})
+		}
+		out = append(out, o)
 	}
 	return out, nil
+}
+
+// syncComments gives the columns of table the comments of schema.sql where
+// they differ (a table created before its comments were written, or a
+// comment changed since): CREATE ... IF NOT EXISTS leaves an existing table
+// alone. Columns the table lacks are left to rebuild-history --drop.
+func syncComments(ctx context.Context, conn driver.Conn, table string, want []column) error {
+	if len(want) == 0 {
+		return nil
+	}
+	rows, err := conn.Query(ctx, "SELECT name, comment FROM system.columns WHERE database = currentDatabase() AND table = ?", table)
+	if err != nil {
+		return fmt.Errorf("clickhouse: comments of %s: %w", table, err)
+	}
+	have := map[string]string{}
+	for rows.Next() {
+		var name, comment string
+		if err := rows.Scan(&name, &comment); err != nil {
+			rows.Close()
+			return fmt.Errorf("clickhouse: comments of %s: %w", table, err)
+		}
+		have[name] = comment
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return fmt.Errorf("clickhouse: comments of %s: %w", table, err)
+	}
+	for _, c := range want {
+		if cur, ok := have[c.name]; !ok || cur == c.comment {
+			continue
+		}
+		if err := conn.Exec(ctx, "ALTER TABLE `"+table+"` COMMENT COLUMN `"+c.name+"` '"+c.comment+"'"); err != nil {
+			return fmt.Errorf("clickhouse: comment %s.%s: %w", table, c.name, err)
+		}
+	}
+	return nil
 }
 
 // Apply creates every table and view of schema.sql that is missing, in the
@@ -205,6 +256,13 @@ func Apply(ctx context.Context, conn driver.Conn) error {
 		})
 		if err != nil {
 			return fmt.Errorf("clickhouse: create %s: %w", o.name, err)
+		}
+	}
+	for _, o := range objs {
+		if !o.view {
+			if err := syncComments(ctx, conn, o.name, o.columns); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

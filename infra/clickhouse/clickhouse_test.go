@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,69 +15,12 @@ import (
 	"messenger/infra/clickhouse"
 )
 
-// The analysts' questions, exactly as README.md shows them
-// (TestREADMEShowsTheTestedQueries keeps the two in step).
-const (
-	qMessagesPerDay = `SELECT day, count() AS messages
-FROM messages_final
-WHERE kind = 'text'
-GROUP BY day
-ORDER BY day`
-
-	qDailyActiveSenders = `SELECT day, uniqExact(sender) AS active_senders
-FROM messages_final
-WHERE kind = 'text'
-GROUP BY day
-ORDER BY day`
-
-	qBusiestConversations = `SELECT conv, count() AS messages, uniqExact(sender) AS senders
-FROM messages_final
-WHERE kind = 'text'
-GROUP BY conv
-ORDER BY messages DESC, conv
-LIMIT 10`
-
-	qMedianReplyTime = `SELECT quantileExact(0.5)(gap) / 1000 AS median_reply_seconds, count() AS replies
-FROM
-(
-    SELECT arrayJoin(arrayFilter(
-        (g, s, previous_s) -> s != previous_s,
-        arrayMap((t, previous_t) -> toInt64(t) - toInt64(previous_t), arrayPopFront(times), arrayPopBack(times)),
-        arrayPopFront(senders), arrayPopBack(senders))) AS gap
-    FROM
-    (
-        SELECT conv,
-            arraySort((s, q) -> q, groupArray(sender), groupArray(seq)) AS senders,
-            arraySort((t, q) -> q, groupArray(ts), groupArray(seq)) AS times
-        FROM messages_final
-        WHERE kind = 'text' AND recipient != ''
-        GROUP BY conv
-    )
-)`
-
-	qDeliveryDelay = `SELECT quantileExact(0.5)(delivered_ts - sent_ts) / 1000 AS median_seconds,
-    quantileExact(0.99)(delivered_ts - sent_ts) / 1000 AS p99_seconds,
-    count() AS delivered
-FROM
-(
-    SELECT conv, recipient AS user, seq, toInt64(ts) AS sent_ts
-    FROM messages_final
-    WHERE kind = 'text' AND recipient != ''
-)
-ANY INNER JOIN
-(
-    SELECT conv, user, seq, toInt64(min(ts)) AS delivered_ts
-    FROM receipts_final
-    WHERE status = 'delivered'
-    GROUP BY conv, user, seq
-) USING (conv, user, seq)`
-)
-
 // Column lists: on 18.16 PrepareBatch fails without them ("expected 0 arguments").
 const (
 	sqlInsertMessages   = "INSERT INTO messages (conv, seq, ts, sender, id, kind, text, title, user, members, recipient, part, stream_seq)"
 	sqlInsertReceipts   = "INSERT INTO receipts (conv, user, seq, status, ts, part, stream_seq)"
 	sqlInsertMembership = "INSERT INTO membership (conv, seq, ts, kind, actor, user, members, title, part, stream_seq)"
+	sqlInsertConvs      = "INSERT INTO conversations (conv, kind, title, creator, created_ts, created_seq, members, updated_ts, updated_seq, part, stream_seq)"
 )
 
 type message struct {
@@ -316,8 +257,8 @@ func TestApplyTwiceAndDuplicatesReadOnce(t *testing.T) {
 	if err := clickhouse.Apply(ctx, conn); err != nil {
 		t.Fatalf("Apply after Drop: %v", err)
 	}
-	if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase()"); n != 6 {
-		t.Errorf("%d tables and views after Apply, want 6", n)
+	if n := count(t, conn, "SELECT count() FROM system.tables WHERE database = currentDatabase()"); n != 8 {
+		t.Errorf("%d tables and views after Apply, want 8", n)
 	}
 	if n := count(t, conn, "SELECT count() FROM messages_final"); n != 0 {
 		t.Errorf("messages_final after Drop and Apply = %d rows", n)
@@ -328,7 +269,7 @@ func TestApplyTwiceAndDuplicatesReadOnce(t *testing.T) {
 // granules of each part it touches (schema.sql).
 func TestTablesUseSmallGranules(t *testing.T) {
 	conn, _ := testDB(t)
-	for _, table := range []string{"messages", "receipts", "membership"} {
+	for _, table := range []string{"messages", "receipts", "membership", "conversations"} {
 		var engine string
 		if err := conn.QueryRow(context.Background(), "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&engine); err != nil {
 			t.Fatal(err)
@@ -373,8 +314,8 @@ func TestApplyConcurrently(t *testing.T) {
 			t.Errorf("concurrent Open/Apply: %v", err)
 		}
 	}
-	if got := count(t, conn0, "SELECT count() FROM system.tables WHERE database = currentDatabase()"); got != 6 {
-		t.Errorf("%d tables and views, want 6", got)
+	if got := count(t, conn0, "SELECT count() FROM system.tables WHERE database = currentDatabase()"); got != 8 {
+		t.Errorf("%d tables and views, want 8", got)
 	}
 }
 
@@ -385,156 +326,79 @@ func TestOpenRejectsOddDatabaseName(t *testing.T) {
 	}
 }
 
-// seed: two direct conversations (alice-bob, alice-carol) with replies
-// across two days, a group, delivered and read receipts, and a duplicate
-// copy of a message and of a receipt.
-func seed(t *testing.T, conn driver.Conn) {
-	day1 := time.Date(2024, 3, 10, 12, 0, 0, 0, time.UTC) // noon: the same date in any time zone within ±11h
-	day2 := day1.AddDate(0, 0, 1)
-	var ss uint64
-	next := func() uint64 { ss++; return ss }
-	text := func(conv string, seq uint64, ts time.Time, from, to string) message {
-		return message{conv: conv, seq: seq, ts: ts, sender: from, kind: "text", text: "m", recipient: to, part: 2, streamSeq: next()}
+// insertConvs writes the conversations rows of msgs' conversations as the
+// projector folds them: a direct one from its first message, a group from
+// its group_created and later membership events.
+func insertConvs(t *testing.T, conn driver.Conn, msgs []message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	batch, err := conn.PrepareBatch(ctx, sqlInsertConvs)
+	if err != nil {
+		t.Fatalf("PrepareBatch conversations: %v", err)
 	}
-	ab, ac, g := "dAliceBob", "dAliceCarol", "gTeam"
-	msgs := []message{
-		text(ab, 1, day1, "alice", "bob"),
-		text(ab, 2, day1.Add(30*time.Second), "bob", "alice"),  // reply 30 s
-		text(ab, 3, day1.Add(60*time.Second), "bob", "alice"),  // same sender: no reply
-		text(ab, 4, day1.Add(180*time.Second), "alice", "bob"), // reply 120 s
-		text(ab, 5, day2, "bob", "alice"),                      // reply 86220 s, next day
-		text(ac, 1, day1.Add(time.Hour), "carol", "alice"),
-		text(ac, 2, day1.Add(time.Hour+10*time.Second), "alice", "carol"),      // reply 10 s
-		text(ac, 3, day2.Add(30*time.Minute), "carol", "alice"),                // reply 84590 s
-		text(ac, 4, day2.Add(30*time.Minute+45*time.Second), "carol", "alice"), // same sender
-		{conv: g, seq: 1, ts: day1.Add(-3 * time.Hour), sender: "carol", kind: "group_created", title: "Team",
-			members: []string{"alice", "bob", "carol"}, part: 1, streamSeq: next()},
-		{conv: g, seq: 2, ts: day2.Add(2 * time.Hour), sender: "carol", kind: "text", text: "hi team", part: 1, streamSeq: next()},
-	}
-	// The messages in reverse order (the queries must not rely on insertion
-	// order), then a re-projected copy of one of them.
-	reversed := make([]message, 0, len(msgs))
-	for i := len(msgs) - 1; i >= 0; i-- {
-		reversed = append(reversed, msgs[i])
-	}
-	insertMsgs(t, conn, reversed...)
-	insertMsgs(t, conn, msgs[1])
-	insertMembershipRows(t, conn, msgs[9])
-
-	rc := func(conv, user string, seq uint64, status string, ts time.Time) receipt {
-		return receipt{conv: conv, user: user, seq: seq, status: status, ts: ts, part: 2, streamSeq: next()}
-	}
-	milli := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
-	rs := []receipt{
-		rc(ab, "alice", 1, "delivered", day1.Add(milli(10))),                  // the sender's own device: not a delivery
-		rc(ab, "bob", 1, "delivered", day1.Add(milli(200))),                   // 200 ms
-		rc(ab, "bob", 1, "delivered", day1.Add(milli(5000))),                  // a later one for the same seq: not the first
-		rc(ab, "alice", 2, "delivered", day1.Add(30*time.Second+milli(1000))), // 1000 ms
-		rc(ab, "alice", 2, "read", day1.Add(40*time.Second)),
-		rc(ab, "bob", 4, "delivered", day1.Add(180*time.Second+milli(300))),       // 300 ms
-		rc(ac, "alice", 1, "delivered", day1.Add(time.Hour+milli(2500))),          // 2500 ms
-		rc(ac, "carol", 2, "read", day1.Add(time.Hour+10*time.Second+milli(700))), // read only: no delivery
-		rc(ac, "alice", 3, "delivered", day2.Add(30*time.Minute+milli(400))),      // 400 ms
-	}
-	insertReceipts(t, conn, rs...)
-	insertReceipts(t, conn, rs[1], rs[6]) // re-projected copies
-}
-
-func TestAnalystQueries(t *testing.T) {
-	conn, _ := testDB(t)
-	seed(t, conn)
-	ctx := context.Background()
-
-	type perDay struct {
-		day string
-		n   uint64
-	}
-	byDay := func(q string) []perDay {
-		t.Helper()
-		rows, err := conn.Query(ctx, q)
-		if err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		defer rows.Close()
-		var out []perDay
-		for rows.Next() {
-			var d time.Time
-			var n uint64
-			if err := rows.Scan(&d, &n); err != nil {
-				t.Fatal(err)
+	defer batch.Close()
+	for _, m := range msgs {
+		switch {
+		case m.kind == "text" && m.seq == 1 && m.recipient != "":
+			members := []string{m.sender, m.recipient}
+			if members[1] < members[0] {
+				members[0], members[1] = members[1], members[0]
 			}
-			out = append(out, perDay{d.Format(time.DateOnly), n})
+			err = batch.Append(m.conv, "direct", "", m.sender, ms(m.ts), m.seq, members, ms(m.ts), m.seq, m.part, m.streamSeq)
+		case m.kind == "group_created" || m.kind == "member_added":
+			members := append([]string{}, m.members...)
+			if m.kind == "member_added" {
+				members = []string{"u0", "u1", "u2", m.user}
+			}
+			err = batch.Append(m.conv, "group", "t"+m.conv, "u0", ms(m.ts), m.seq, members, ms(m.ts), m.seq, m.part, m.streamSeq)
 		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	check := func(name string, got, want any) {
-		t.Helper()
-		if gs, ws := fmt.Sprintf("%v", got), fmt.Sprintf("%v", want); gs != ws {
-			t.Errorf("%s = %s, want %s", name, gs, ws)
+		if err != nil {
+			t.Fatalf("Append conversation: %v", err)
 		}
 	}
-
-	check("messages per day", byDay(qMessagesPerDay), []perDay{{"2024-03-10", 6}, {"2024-03-11", 4}})
-	check("daily active senders", byDay(qDailyActiveSenders), []perDay{{"2024-03-10", 3}, {"2024-03-11", 2}})
-
-	type busy struct {
-		conv        string
-		msgs, users uint64
+	if err := batch.Send(); err != nil {
+		t.Fatalf("Send conversations: %v", err)
 	}
-	rows, err := conn.Query(ctx, qBusiestConversations)
-	if err != nil {
-		t.Fatalf("busiest conversations: %v", err)
-	}
-	var got []busy
-	for rows.Next() {
-		var b busy
-		if err := rows.Scan(&b.conv, &b.msgs, &b.users); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, b)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	rows.Close()
-	check("busiest conversations", got, []busy{{"dAliceBob", 5, 2}, {"dAliceCarol", 4, 2}, {"gTeam", 1, 1}})
-
-	// Replies (s): 30, 120, 86220 (alice-bob); 10, 84590 (alice-carol).
-	var median float64
-	var replies uint64
-	if err := conn.QueryRow(ctx, qMedianReplyTime).Scan(&median, &replies); err != nil {
-		t.Fatalf("median reply time: %v", err)
-	}
-	check("median reply time", []any{median, replies}, []any{120.0, uint64(5)})
-
-	// First delivered receipt of the recipient (ms): 200, 1000, 300, 2500, 400.
-	var p50, p99 float64
-	var delivered uint64
-	if err := conn.QueryRow(ctx, qDeliveryDelay).Scan(&p50, &p99, &delivered); err != nil {
-		t.Fatalf("delivery delay: %v", err)
-	}
-	check("delivery delay", []any{p50, p99, delivered}, []any{0.4, 2.5, uint64(5)})
 }
 
-// The README shows every query exactly as this file runs it.
-func TestREADMEShowsTheTestedQueries(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
+// Every column of every table carries its comment (DESCRIBE shows it), and
+// Apply gives a table made before the comments existed (an older
+// deployment's) the comments it lacks.
+func TestColumnsHaveComments(t *testing.T) {
+	conn, _ := testDB(t)
+	ctx := context.Background()
+	noComment := func() string {
+		return strings.TrimSpace(dump(t, conn, "SELECT table, name FROM system.columns WHERE database = currentDatabase() AND comment = '' AND table NOT LIKE '%_final' ORDER BY table, name"))
+	}
+	if n := count(t, conn, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'conversations'"); n != 12 {
+		t.Fatalf("conversations has %d columns, want 12", n)
+	}
+	if missing := noComment(); missing != "" {
+		t.Fatalf("columns without a comment:\n%s", missing)
+	}
+	if got := dump(t, conn, "SELECT comment FROM system.columns WHERE database = currentDatabase() AND table = 'messages' AND name = 'ts'"); !strings.Contains(got, "UTC") {
+		t.Errorf("messages.ts comment %q does not say UTC", got)
+	}
+	// An older deployment: receipts made without comments.
+	if err := conn.Exec(ctx, "DROP TABLE receipts_final"); err != nil {
 		t.Fatal(err)
 	}
-	readme := string(b)
-	for name, q := range map[string]string{
-		"messages per day":      qMessagesPerDay,
-		"daily active senders":  qDailyActiveSenders,
-		"busiest conversations": qBusiestConversations,
-		"median reply time":     qMedianReplyTime,
-		"delivery delay":        qDeliveryDelay,
-	} {
-		if !strings.Contains(readme, q+";") {
-			t.Errorf("README.md does not show the %s query as tested:\n%s;", name, q)
-		}
+	if err := conn.Exec(ctx, "DROP TABLE receipts"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, `CREATE TABLE receipts (conv String, user String, seq UInt64, status String, ts UInt64,
+		day Date DEFAULT toDate(toDateTime(intDiv(ts, 1000))), part UInt16, stream_seq UInt64)
+		ENGINE = ReplacingMergeTree(stream_seq) PARTITION BY toYYYYMM(day) ORDER BY (conv, user, part, stream_seq)`); err != nil {
+		t.Fatal(err)
+	}
+	if missing := noComment(); !strings.Contains(missing, "receipts\tstatus") {
+		t.Fatalf("the old receipts table has comments already: %q", missing)
+	}
+	if err := clickhouse.Apply(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if missing := noComment(); missing != "" {
+		t.Fatalf("after Apply, columns without a comment:\n%s", missing)
 	}
 }

@@ -16,7 +16,8 @@ const LocalSuffix = "_local"
 
 // shardedObjects are the objects of schema.sql on one shard of a sharded
 // projection: each table as <table>_local (same engine and key), then each
-// table as a Distributed table over the cluster's <table>_local, keyed by
+// table as a Distributed table over the cluster's <table>_local (the same
+// columns and comments), keyed by
 // cityHash64(conv) (the rows of a conversation, its receipts and membership
 // changes all on one shard: a page reads one shard's rows and a
 // ReplacingMergeTree collapses copies of a row, which a merge only does
@@ -36,9 +37,9 @@ func shardedObjects(cluster, database string) ([]object, error) {
 		}
 		local := o.name + LocalSuffix
 		loc := createRE.FindStringSubmatchIndex(o.stmt)
-		locals = append(locals, object{name: local, stmt: o.stmt[:loc[4]] + local + o.stmt[loc[5]:]})
+		locals = append(locals, object{name: local, stmt: o.stmt[:loc[4]] + local + o.stmt[loc[5]:], columns: o.columns})
 		dists = append(dists, object{name: o.name, stmt: "CREATE TABLE IF NOT EXISTS " + o.name + " AS " + local +
-			" ENGINE = Distributed(" + cluster + ", " + database + ", " + local + ", cityHash64(conv))"})
+			" ENGINE = Distributed(" + cluster + ", " + database + ", " + local + ", cityHash64(conv))", columns: o.columns})
 	}
 	return append(append(locals, dists...), views...), nil
 }
@@ -72,6 +73,11 @@ func ApplyAll(ctx context.Context, conn driver.Conn, cfg Config) error {
 			})
 			if err != nil {
 				return fmt.Errorf("clickhouse: shard %s: create %s: %w", addr, o.name, err)
+			}
+		}
+		for _, o := range objs {
+			if err := syncComments(ctx, sc, o.name, o.columns); err != nil {
+				return fmt.Errorf("clickhouse: shard %s: %w", addr, err)
 			}
 		}
 		return nil

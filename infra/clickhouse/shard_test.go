@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -166,6 +167,7 @@ func TestShardedAnswersAsSingleNode(t *testing.T) {
 		insertReceipts(t, conn, rs[:len(rs)/2]...)
 		insertReceipts(t, conn, rs[len(rs)/2:]...)
 		insertMembershipRows(t, conn, members...)
+		insertConvs(t, conn, msgs)
 	}
 	// insert_distributed_sync: the rows are on the shards when the insert
 	// returns, nothing queued.
@@ -173,17 +175,24 @@ func TestShardedAnswersAsSingleNode(t *testing.T) {
 		t.Fatalf("sharded messages right after the insert: %d rows, want %d", got, want)
 	}
 
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	analyst, err := clickhouse.AnalystQueries(string(readme))
+	if err != nil || len(analyst) == 0 {
+		t.Fatalf("README's analyst queries: %d, %v", len(analyst), err)
+	}
 	queries := map[string]string{
-		"messages per day":         qMessagesPerDay,
-		"daily active senders":     qDailyActiveSenders,
-		"busiest conversations":    qBusiestConversations,
-		"median reply time":        qMedianReplyTime,
-		"delivery delay":           qDeliveryDelay,
+		"conversations_final":      "SELECT * FROM conversations_final ORDER BY conv",
 		"messages_final":           "SELECT * FROM messages_final ORDER BY conv, seq",
 		"receipts_final":           "SELECT * FROM receipts_final ORDER BY conv, user, part, stream_seq",
 		"membership_final":         "SELECT * FROM membership_final ORDER BY conv, seq",
 		"messages FINAL":           "SELECT conv, seq, stream_seq, text FROM messages FINAL ORDER BY conv, seq",
 		"all rows with the copies": "SELECT conv, seq, stream_seq FROM messages ORDER BY conv, seq, stream_seq",
+	}
+	for _, q := range analyst {
+		queries[q.Name] = q.SQL
 	}
 	for name, q := range queries {
 		want, got := dump(t, single, q), dump(t, sharded, q)
@@ -217,7 +226,7 @@ func TestShardedAnswersAsSingleNode(t *testing.T) {
 	where := map[string]int{}
 	for i, sc := range shards {
 		n := 0
-		for _, table := range []string{"messages_local", "receipts_local", "membership_local"} {
+		for _, table := range []string{"messages_local", "receipts_local", "membership_local", "conversations_local"} {
 			for _, conv := range strings.Fields(dump(t, sc, "SELECT DISTINCT conv FROM "+table)) {
 				if j, ok := where[conv]; ok && j != i {
 					t.Errorf("conversation %s has rows on shard %d and shard %d (%s)", conv, j, i, table)

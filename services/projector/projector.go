@@ -216,8 +216,18 @@ func (p *Projector) project(ctx context.Context, part int, events []storedEvent)
 			byTable[r.table] = append(byTable[r.table], r)
 		}
 	}
-	for _, table := range []string{"messages", "membership", "receipts"} {
-		if rows := byTable[table]; len(rows) > 0 {
+	for _, table := range []string{"messages", "membership", "conversations", "receipts"} {
+		rows := byTable[table]
+		if table == "conversations" {
+			// The groups whose membership changed, folded from the
+			// membership rows just inserted (conversations.go).
+			groups, err := p.changedGroups(ctx, part, byTable["membership"])
+			if err != nil {
+				return err
+			}
+			rows = append(rows, groups...)
+		}
+		if len(rows) > 0 {
 			if err := p.insertRows(ctx, part, table, rows); err != nil {
 				return err
 			}

@@ -12,7 +12,7 @@ import (
 
 // row is one event ready for its table.
 type row struct {
-	table  string // messages, receipts or membership
+	table  string // messages, receipts, membership or conversations
 	values []any
 	// the event as it came, for a dead letter
 	subject   string
@@ -28,9 +28,10 @@ const (
 )
 
 var inserts = map[string]string{
-	"messages":   messagesInsert,
-	"receipts":   receiptsInsert,
-	"membership": membershipInsert,
+	"messages":      messagesInsert,
+	"receipts":      receiptsInsert,
+	"membership":    membershipInsert,
+	"conversations": conversationsInsert,
 }
 
 // errMalformed marks an event that can never be projected as it is.
@@ -60,6 +61,9 @@ func toRows(subject string, data []byte, part int, streamSeq uint64) ([]row, err
 		r.table = "messages"
 		r.values = []any{m.Conv, m.Seq, uint64(m.TS), m.From, m.ID, m.Kind, m.Text, m.Title, m.User, members, m.To, uint16(part), streamSeq}
 		out := []row{r}
+		if m.Kind == event.KindText && m.Seq == 1 && m.To != "" {
+			out = append(out, directConversation(base, &m, part, streamSeq))
+		}
 		switch m.Kind {
 		case event.KindGroupCreated, event.KindMemberAdded, event.KindMemberRemoved, event.KindTitleChanged:
 			mr := base
