@@ -161,6 +161,7 @@ var fzBodyRoutes = []struct{ method, path string }{
 	{"POST", "/v1/conversations/$G/members"},
 	{"PATCH", "/v1/conversations/$G"},
 	{"POST", "/v1/push/tokens"},
+	{"PUT", "/v1/conversations/$G/mute"},
 }
 
 // FuzzAPIBody: any body on any write route (route picks one; "$G" in the
@@ -170,7 +171,7 @@ var fzBodyRoutes = []struct{ method, path string }{
 // changes nothing); what is accepted obeys the contract: a message's id and
 // addressee are ids and its text 1-4096 bytes of UTF-8, a group's members
 // ids and its title at most 256 bytes, a push registration's platform known
-// and a webpush endpoint https.
+// and a webpush endpoint https, a mute's until 0 or a later time.
 func FuzzAPIBody(f *testing.F) {
 	f.Add(byte(0), []byte(`{"id":"m1","conv":"$G","text":"hi"}`))
 	a := startFuzzAPI(f)
@@ -203,6 +204,7 @@ func FuzzAPIBody(f *testing.F) {
 			Text                                *string
 			Members                             []string
 			Subscription                        *struct{ Endpoint string }
+			Until                               *float64
 		}
 		_ = json.Unmarshal(body, &in)
 		switch r.path {
@@ -234,6 +236,10 @@ func FuzzAPIBody(f *testing.F) {
 		case "/v1/conversations/$G":
 			if len(in.Title) > 256 {
 				t.Fatalf("title %q accepted: %s", body, raw)
+			}
+		case "/v1/conversations/$G/mute":
+			if in.Until == nil || *in.Until < 0 || (*in.Until > 0 && *in.Until < float64(time.Now().UnixMilli()-60_000)) {
+				t.Fatalf("mute %q accepted: %s", body, raw)
 			}
 		case "/v1/push/tokens":
 			switch in.Platform {
