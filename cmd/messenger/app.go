@@ -261,13 +261,17 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 		if a.ch != nil {
 			d.Projection = linkStore{a.ch}
 		}
+		wpKey, err := webPushKey(cfg, cmd == "all")
+		if err != nil {
+			return fail(err)
+		}
 		e, err = edge.New(edge.Config{
 			MaxText: cfg.MaxText, MaxFrame: cfg.MaxFrame, SendRate: cfg.SendRate, SendBurst: cfg.SendBurst,
 			QueueFrames: cfg.QueueFrames, PingInterval: cfg.PingInterval, IdleTimeout: cfg.IdleTimeout,
 			AllowedOrigins: cfg.origins(), HistoryRate: cfg.HistoryRate, HistoryBurst: cfg.HistoryBurst,
 			PresenceHeartbeat: cfg.EdgeHeartbeat, PresenceSync: cfg.PresenceSync, MaxWatch: cfg.MaxWatch, TypingEvery: cfg.TypingEvery, MaxGroup: cfg.MaxGroup, MaxGroupsPerUser: cfg.MaxGroupsPerUser, ReadBuffer: cfg.ReadBuffer,
 			Rates: cfg.rates(), MaxConnsPerUser: cfg.MaxConnsPerUser, MaxPushRegs: cfg.MaxPushTokens,
-			PublishAttempt: cfg.NATSPublishAttempt,
+			PublishAttempt: cfg.NATSPublishAttempt, WebPushKey: wpKey,
 		}, d)
 		if err != nil {
 			return fail(err)

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"messenger/infra/natsauth"
+	"messenger/services/push"
 	"messenger/services/pushreg"
 	"messenger/streams"
 )
@@ -41,4 +42,23 @@ func rebuildPush(ctx context.Context, cfg *config) error {
 	fmt.Printf("read %d events, adopted %d registrations stored without one: %d registrations written, %d removed, %d mutes written, %d unreadable\n",
 		rep.Events, rep.Adopted, rep.Registrations, rep.Removed, rep.Mutes, rep.Unreadable)
 	return nil
+}
+
+// webPushKey is the VAPID public key an edge gives browsers
+// (GET /v1/push/webpush-key), read from the key of --webpush-vapid-key (for
+// `all`, the one kept under --data when none is given); "" when Web Push is
+// not configured.
+func webPushKey(cfg *config, all bool) (string, error) {
+	pc, err := cfg.pushConfig(all)
+	if err != nil {
+		return "", err
+	}
+	if pc.WebPushVAPIDKey == "" {
+		return "", nil
+	}
+	k, err := push.LoadVAPIDKey(pc.WebPushVAPIDKey)
+	if err != nil {
+		return "", err
+	}
+	return push.VAPIDPublicKey(k)
 }

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -77,5 +79,23 @@ func TestRebuildPushCommand(t *testing.T) {
 	call("GET", "/v1/push/tokens", nil, &after)
 	if len(after.Tokens) != 2 || after.Tokens[0].ID != before.Tokens[0].ID || after.Tokens[1].ID != before.Tokens[1].ID {
 		t.Fatalf("after rebuild-push: %+v, want %+v", after, before)
+	}
+}
+
+// The edge's Web Push key is the public half of the VAPID key: none without
+// Web Push, the kept one's for `all`, the configured one's for an edge.
+func TestWebPushKeyForTheEdge(t *testing.T) {
+	data := t.TempDir()
+	if k, err := webPushKey(testConfig(t, "--data", data), false); err != nil || k != "" {
+		t.Fatalf("an edge without web push: %q %v", k, err)
+	}
+	k, err := webPushKey(testConfig(t, "--data", data), true)
+	raw, derr := base64.RawURLEncoding.DecodeString(k)
+	if err != nil || derr != nil || len(raw) != 65 || raw[0] != 4 {
+		t.Fatalf("all: %q %v %v", k, err, derr)
+	}
+	again, err := webPushKey(testConfig(t, "--data", data, "--webpush-vapid-key", filepath.Join(data, "vapid.pem"), "--webpush-subject", "mailto:ops@example.com"), false)
+	if err != nil || again != k {
+		t.Fatalf("an edge with the same key file: %q %v, want %q", again, err, k)
 	}
 }
