@@ -67,6 +67,7 @@ type FCM struct {
 	key             *rsa.PrivateKey
 
 	tokensIssued int
+	tokenFault   Fault
 	access       map[string]bool // access tokens issued and not expired by ExpireAccessTokens
 	invalid      map[string]bool
 	messages     []FCMMessage
@@ -148,7 +149,33 @@ func (f *FCM) Invalid(token string) {
 	f.invalid[token] = true
 }
 
+// SetTokenFault makes the token endpoint answer f: Hang holds the
+// request, Unavailable and TooMany answer 503 and 429, OK issues tokens.
+func (f *FCM) SetTokenFault(fault Fault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tokenFault = fault
+}
+
 func (f *FCM) token(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	fault := f.tokenFault
+	if fault == Hang {
+		f.hung++
+	}
+	f.mu.Unlock()
+	switch fault {
+	case Hang:
+		f.hang(r)
+		return
+	case Unavailable:
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
+		return
+	case TooMany:
+		w.Header().Set("Retry-After", f.retryAfterHeader())
+		oauthError(w, "rate_limit_exceeded", "slow down")
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		oauthError(w, "invalid_request", err.Error())
 		return

@@ -169,3 +169,22 @@ func TestAPNsRefusesALoopbackServerNotAllowed(t *testing.T) {
 		t.Fatal("the server was reached")
 	}
 }
+
+// The local APNs checks the provider token's signature with the key's
+// public half: another key is refused, permanently.
+func TestAPNsRefusesATokenSignedWithAnotherKey(t *testing.T) {
+	a := pushtest.NewAPNs(t)
+	other, _ := pushtest.P8Key(t)
+	p, err := push.NewAPNs(push.APNsConfig{Key: other, KeyID: pushtest.APNsKeyID, TeamID: pushtest.APNsTeamID,
+		Topic: pushtest.APNsTopic, Endpoint: a.URL}, client(t, a.CAFile, 10*time.Second, a.Host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Send(context.Background(), push.Target{ID: "r", Platform: push.APNs, Token: pushtest.DeviceToken()}, note())
+	if err == nil || isRetry(err) || errors.Is(err, push.ErrGone) || !strings.Contains(err.Error(), "InvalidProviderToken") {
+		t.Fatalf("another key: %v, want a permanent InvalidProviderToken", err)
+	}
+	if len(a.Notifications()) != 0 {
+		t.Fatal("accepted")
+	}
+}

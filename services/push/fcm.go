@@ -136,9 +136,9 @@ func (p *FCMProvider) Send(ctx context.Context, t Target, n Notification) error 
 	}
 	for attempt := 0; ; attempt++ {
 		ts := p.tokenSource()
-		tok, err := ts.Token()
+		tok, err := fetchToken(ctx, ts)
 		if err != nil {
-			return tokenError(err)
+			return err
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.sendURL, bytes.NewReader(body))
 		if err != nil {
@@ -156,6 +156,30 @@ func (p *FCMProvider) Send(ctx context.Context, t Target, n Notification) error 
 			continue
 		}
 		return fcmResult(resp, answer)
+	}
+}
+
+// fetchToken waits for a token no longer than ctx: x/oauth2 fetches with
+// the client's timeout and no context of the caller's, so a slow token
+// endpoint is left to finish (or time out) on its own.
+func fetchToken(ctx context.Context, ts oauth2.TokenSource) (*oauth2.Token, error) {
+	type answer struct {
+		tok *oauth2.Token
+		err error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		tok, err := ts.Token()
+		ch <- answer{tok, err}
+	}()
+	select {
+	case a := <-ch:
+		if a.err != nil {
+			return nil, tokenError(a.err)
+		}
+		return a.tok, nil
+	case <-ctx.Done():
+		return nil, &RetryError{Err: fmt.Errorf("fcm access token: %w", ctx.Err())}
 	}
 }
 

@@ -2,6 +2,9 @@ package push_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"testing"
@@ -172,6 +175,24 @@ func TestFCMHangIsBounded(t *testing.T) {
 	}
 }
 
+// A token endpoint that never answers is bounded the same way; one that
+// is down is transient.
+func TestFCMTokenEndpointHangIsBounded(t *testing.T) {
+	f := pushtest.NewFCM(t)
+	f.SetTokenFault(pushtest.Hang)
+	hangs(t, f.CAFile, f.Host, func(ctx context.Context, c *http.Client) error {
+		return newFCM(t, f, c).Send(ctx, push.Target{ID: "r", Platform: push.FCM, Token: "tok"}, note())
+	})
+	if f.Hung() == 0 {
+		t.Error("the token endpoint held no request")
+	}
+	f.SetTokenFault(pushtest.Unavailable)
+	p := newFCM(t, f, client(t, f.CAFile, 10*time.Second, f.Host))
+	if err := p.Send(context.Background(), push.Target{ID: "r", Platform: push.FCM, Token: "tok"}, note()); !isRetry(err) {
+		t.Fatalf("token endpoint 503: %v, want RetryError", err)
+	}
+}
+
 func TestFCMRefusesALoopbackServerNotAllowed(t *testing.T) {
 	f := pushtest.NewFCM(t)
 	p := newFCM(t, f, client(t, f.CAFile, 10*time.Second)) // no allow list
@@ -181,5 +202,31 @@ func TestFCMRefusesALoopbackServerNotAllowed(t *testing.T) {
 	}
 	if f.TokensIssued() != 0 || len(f.Messages()) != 0 {
 		t.Fatal("the server was reached")
+	}
+}
+
+// The local token endpoint checks the assertion's signature: a key the
+// project does not know gets no access token, and that is permanent.
+func TestFCMTokenEndpointRefusesAnotherKey(t *testing.T) {
+	f := pushtest.NewFCM(t)
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sa struct {
+		ClientEmail string `json:"client_email"`
+	}
+	json.Unmarshal(f.CredentialsJSON, &sa)
+	forged := pushtest.ServiceAccountKey(t, other, pushtest.FCMProject, sa.ClientEmail, f.URL+"/token")
+	p, err := push.NewFCM(forged, f.URL, client(t, f.CAFile, 10*time.Second, f.Host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Send(context.Background(), push.Target{ID: "r", Platform: push.FCM, Token: "tok"}, note())
+	if err == nil || isRetry(err) || errors.Is(err, push.ErrGone) {
+		t.Fatalf("a key the project does not know: %v, want a permanent error", err)
+	}
+	if f.TokensIssued() != 0 || len(f.Messages()) != 0 {
+		t.Fatal("a token was issued for a forged assertion")
 	}
 }

@@ -3,6 +3,12 @@
 // The notifier (services/notifier) decides who gets what and when; a
 // Provider only delivers one Notification to one Target and classifies the
 // provider's answer.
+//
+// Concurrency: a Provider is safe for concurrent use; Send blocks for at
+// most the caller's ctx and the client's timeout (HTTPClient). Every
+// provider of New shares one HTTPClient: https only, internal addresses
+// refused when connecting unless their host is allowed. The library
+// choices are in docs/adr/0005-push-provider-libraries.md.
 package push
 
 import (
