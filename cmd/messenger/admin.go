@@ -111,7 +111,7 @@ func checkHistory(ctx context.Context, p *projector.Projector, repair bool) erro
 	if err != nil {
 		return err
 	}
-	if repair && rep.Missing() > 0 {
+	if repair && (rep.Missing() > 0 || rep.Conversations > 0) {
 		if rep, err = p.CheckHistory(ctx, nil, false); err != nil {
 			return err
 		}
@@ -120,6 +120,9 @@ func checkHistory(ctx context.Context, p *projector.Projector, repair bool) erro
 	}
 	if n := rep.Missing(); n > 0 {
 		return fmt.Errorf("%d events missing from ClickHouse", n)
+	}
+	if rep.Conversations > rep.ConversationsRepaired {
+		return fmt.Errorf("%d conversations rows missing or behind", rep.Conversations-rep.ConversationsRepaired)
 	}
 	return nil
 }
@@ -135,4 +138,9 @@ func printCheck(rep projector.CheckReport, repair bool) {
 		}
 		fmt.Println(line)
 	}
+	line := fmt.Sprintf("conversations: %d rows missing or behind their events", rep.Conversations)
+	if repair {
+		line += fmt.Sprintf(", %d written again", rep.ConversationsRepaired)
+	}
+	fmt.Println(line)
 }

@@ -230,3 +230,42 @@ func analystQueries(t *testing.T, queries []chinfra.AnalystQuery, shards []strin
 	p.WaitProjected()
 	check("rebuilt")
 }
+
+// A deployment projected before the conversations table existed (here: the
+// table emptied): the history check finds every conversation without its
+// row, the repair writes the rows the projector would have, and the next
+// check finds nothing.
+func TestHistoryCheckWritesMissingConversations(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 2, NoFanout: true})
+	pb := newPublisher(t, p)
+	storeAnalystTraffic(t, p, pb)
+	const all = "SELECT * FROM conversations_final ORDER BY conv"
+	before := answer(t, p.CH, all)
+	if n := strings.Count(before, "\n"); n != 5 {
+		t.Fatalf("%d conversations rows, want 5:\n%s", n, before)
+	}
+	pr, _, _ := p.Projector()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*platformtest.Patience)
+	defer cancel()
+	if rep, err := pr.CheckHistory(ctx, nil, false); err != nil || rep.Conversations != 0 || rep.Missing() != 0 {
+		t.Fatalf("check of a whole projection: %+v %v", rep, err)
+	}
+	if err := p.CH.Exec(ctx, "TRUNCATE TABLE conversations"); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := pr.CheckHistory(ctx, nil, false); err != nil || rep.Conversations != 5 || rep.ConversationsRepaired != 0 {
+		t.Fatalf("check without the rows: %+v %v, want 5 conversations found", rep, err)
+	}
+	if answer(t, p.CH, all) != "" {
+		t.Fatal("a check without repair wrote rows")
+	}
+	if rep, err := pr.CheckHistory(ctx, nil, true); err != nil || rep.Conversations != 5 || rep.ConversationsRepaired != 5 {
+		t.Fatalf("repair: %+v %v, want 5 conversations written", rep, err)
+	}
+	if after := answer(t, p.CH, all); after != before {
+		t.Fatalf("after the repair:\n%s\nthe projector wrote:\n%s", after, before)
+	}
+	if rep, err := pr.CheckHistory(ctx, nil, false); err != nil || rep.Conversations != 0 {
+		t.Fatalf("after the repair: %+v %v", rep, err)
+	}
+}

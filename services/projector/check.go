@@ -61,6 +61,10 @@ type PartitionCheck struct {
 // CheckReport is a history check, partition by partition.
 type CheckReport struct {
 	Partitions []PartitionCheck
+	// Conversations counts the conversations whose conversations row is
+	// missing or behind their checked events (conversations.go);
+	// ConversationsRepaired those written again (repair only).
+	Conversations, ConversationsRepaired int
 }
 
 // Missing is the number of missing events over every partition.
@@ -146,6 +150,18 @@ func (p *Projector) checkHistory(ctx context.Context, parts []int, from map[int]
 			return rep, err
 		}
 		candidates = intersect(candidates, again)
+	}
+	groups, direct, err := p.staleConversations(ctx, firsts, floors)
+	if err != nil {
+		return rep, err
+	}
+	rep.Conversations = len(groups) + len(direct)
+	if repair && rep.Conversations > 0 {
+		// A group with a membership event among the holes is folded
+		// again when the repair below projects that event.
+		if rep.ConversationsRepaired, err = p.repairConversations(ctx, groups, direct); err != nil {
+			return rep, err
+		}
 	}
 	for _, part := range parts {
 		pc := PartitionCheck{Partition: part, From: firsts[part], Floor: floors[part]}
@@ -455,6 +471,10 @@ func (p *Projector) watchHoles(ctx context.Context, parts func() []int) {
 					zap.Int("partition", c.Partition), zap.Uint64("ack_floor", c.Floor), zap.Int("missing", c.Missing),
 					zap.Int("repaired", c.Repaired), zap.String("holes", FormatRuns(c.Holes, 20)))
 			}
+		}
+		if rep.Conversations > 0 {
+			p.log.Warn("history check: conversations rows missing or behind their events (written again)",
+				zap.Int("conversations", rep.Conversations), zap.Int("repaired", rep.ConversationsRepaired))
 		}
 		if err != nil && ctx.Err() == nil {
 			p.log.Error("history check", zap.Error(err))

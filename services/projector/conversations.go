@@ -136,3 +136,102 @@ func (p *Projector) changedGroups(ctx context.Context, part int, mrows []row) ([
 		backoff = min(backoff*2, p.cfg.MaxBackoff)
 	}
 }
+
+// staleConversations are the conversations whose conversations row is
+// missing or older than their events projected in the checked ranges
+// (stream sequences firsts[part]..floors[part], every one of them acked, so
+// inserted with its conversations row): the groups by their membership
+// rows, the direct conversations by their first message. A deployment that
+// projected before the table existed has none of them: its first check
+// finds them all, and the repair writes them.
+func (p *Projector) staleConversations(ctx context.Context, firsts, floors []uint64) (groups, direct []string, err error) {
+	const (
+		inRange = " stream_seq >= arrayElement(?, part + 1) AND stream_seq <= arrayElement(?, part + 1)"
+		have    = " ANY LEFT JOIN (SELECT conv, max(stream_seq) AS have FROM conversations GROUP BY conv) USING (conv) WHERE have < want"
+	)
+	for _, q := range []struct {
+		sql string
+		out *[]string
+	}{
+		{"SELECT conv FROM (SELECT conv, max(stream_seq) AS want FROM membership WHERE" + inRange + " GROUP BY conv)" + have, &groups},
+		{"SELECT conv FROM (SELECT conv, max(stream_seq) AS want FROM messages WHERE seq = 1 AND kind = 'text' AND recipient != '' AND" +
+			inRange + " GROUP BY conv)" + have, &direct},
+	} {
+		rows, err := p.ch.Query(ctx, q.sql, firsts, floors)
+		if err != nil {
+			return nil, nil, fmt.Errorf("projector: conversations check: %w", err)
+		}
+		for rows.Next() {
+			var conv string
+			if err := rows.Scan(&conv); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("projector: conversations check: %w", err)
+			}
+			*q.out = append(*q.out, conv)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("projector: conversations check: %w", err)
+		}
+	}
+	return groups, direct, nil
+}
+
+// directConversations are the conversations rows of direct conversations
+// convs, from their first message in ClickHouse.
+func (p *Projector) directConversations(ctx context.Context, convs []string) ([]row, error) {
+	var out []row
+	for len(convs) > 0 {
+		chunk := convs[:min(len(convs), foldChunk)]
+		convs = convs[len(chunk):]
+		rows, err := p.ch.Query(ctx, `SELECT conv, seq, ts, sender, recipient, part, stream_seq
+			FROM messages WHERE conv IN (SELECT arrayJoin(?)) AND seq = 1
+			ORDER BY conv, stream_seq DESC LIMIT 1 BY conv`, chunk)
+		if err != nil {
+			return nil, fmt.Errorf("projector: direct conversations: %w", err)
+		}
+		for rows.Next() {
+			var (
+				m         event.Msg
+				ts        uint64
+				part      uint16
+				streamSeq uint64
+			)
+			if err := rows.Scan(&m.Conv, &m.Seq, &ts, &m.From, &m.To, &part, &streamSeq); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("projector: direct conversations: %w", err)
+			}
+			m.TS = int64(ts)
+			out = append(out, directConversation(row{streamSeq: streamSeq}, &m, int(part), streamSeq))
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("projector: direct conversations: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// repairConversations writes the rows of groups and direct conversations
+// again, folded from what ClickHouse holds.
+func (p *Projector) repairConversations(ctx context.Context, groups, direct []string) (int, error) {
+	g, err := p.groupConversations(ctx, groups)
+	if err != nil {
+		return 0, err
+	}
+	d, err := p.directConversations(ctx, direct)
+	if err != nil {
+		return 0, err
+	}
+	rows := append(g, d...)
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), p.cfg.BatchSize)]
+		rows = rows[len(chunk):]
+		if err := p.insert(ctx, "conversations", chunk); err != nil {
+			return 0, fmt.Errorf("projector: repair conversations: %w", err)
+		}
+	}
+	return len(g) + len(d), nil
+}
