@@ -19,6 +19,7 @@ const SW_URL = '/sw.js';
 // announced: a Web Push covered it if it was due.
 const MAX_AGE = 5 * 60 * 1000;
 const PREVIEW = 140; // characters of the text in a notification
+const SUBSCRIBE_WAIT = 20000; // ms for the browser's push service to answer a subscribe
 
 function b64urlBytes(s) {
   const b = atob(s.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (s.length % 4)) % 4));
@@ -147,7 +148,14 @@ export class Notifier {
       await sub.unsubscribe(); // made with another key: the server cannot push to it
       sub = null;
     }
-    if (!sub) sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+    if (!sub) {
+      // A browser without a reachable push service (e.g. a Chromium built
+      // without Google's keys) may never answer: the bell must not spin forever.
+      sub = await Promise.race([
+        reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key }),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('the browser’s push service does not answer: notifications only while this page is open')), SUBSCRIBE_WAIT)),
+      ]);
+    }
     const j = sub.toJSON();
     const r = await this.api.post('/v1/push/tokens', {
       platform: 'webpush',
