@@ -348,18 +348,3 @@ func (c *config) pushConfig(all bool) (push.Config, error) {
 	}
 	return p, p.Validate()
 }
-
-// webPushKey is the VAPID public key for the edge's
-// GET /v1/push/webpush-key (edge.Config.WebPushKey); "" when Web Push is
-// not configured.
-func (c *config) webPushKey(all bool) (string, error) {
-	pc, err := c.pushConfig(all)
-	if err != nil || pc.WebPushVAPIDKey == "" {
-		return "", err
-	}
-	k, err := push.LoadVAPIDKey(pc.WebPushVAPIDKey)
-	if err != nil {
-		return "", err
-	}
-	return push.VAPIDPublicKey(k)
-}

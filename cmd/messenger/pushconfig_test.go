@@ -33,11 +33,11 @@ func TestPushFlags(t *testing.T) {
 	if err != nil || len(ps) != 1 || ps[push.WebPush] == nil {
 		t.Fatalf("all without setup: %v %v, want Web Push only", ps, err)
 	}
-	key, err := cfg.webPushKey(true)
+	key, err := webPushKey(cfg, true)
 	if err != nil || key == "" || key != ps[push.WebPush].(*push.WebPushProvider).VAPIDPublicKey() {
 		t.Fatalf("edge's key %q (%v), want the provider's", key, err)
 	}
-	if key, err := testConfig(t, "--data", data).webPushKey(false); err != nil || key != "" {
+	if key, err := webPushKey(testConfig(t, "--data", data), false); err != nil || key != "" {
 		t.Fatalf("no Web Push: key %q, %v", key, err)
 	}
 
