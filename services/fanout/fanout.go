@@ -93,6 +93,9 @@ type Fanout struct {
 	floorsMu sync.Mutex
 	floors   map[int]*floor
 	saveMu   sync.Mutex
+	// flushedFrom (under saveMu): when the last flush of every summary
+	// and watermark that succeeded began.
+	flushedFrom time.Time
 	// stopped: the shards' channels are closed (no more flush requests);
 	// flushMu orders a request's queueing before the close.
 	stopped atomic.Bool
@@ -195,6 +198,9 @@ func (f *Fanout) workPartition(ctx, pctx context.Context, p int) error {
 		// NATS away (a node paused, a leader moving) when the partition
 		// starts, or is gained: try again rather than stop the fan-out
 		// and its other partitions.
+		if pctx.Err() != nil {
+			return nil // the partition was lost meanwhile: nothing to retry
+		}
 		f.m.partitionRetries.WithLabelValues("checkpoint").Inc()
 		f.log.Warn("load checkpoint, retrying", zap.Int("partition", p), zap.Duration("in", backoff), zap.Error(err))
 		if !sleep(pctx, backoff) {
@@ -226,27 +232,27 @@ func (f *Fanout) workPartition(ctx, pctx context.Context, p int) error {
 }
 
 // handOver finishes partition p's writes (for at most StopGrace), stores
-// the summaries and watermarks, then p's checkpoint, and forgets p.
+// the summaries and watermarks, then p's checkpoint, and forgets p. A flush
+// that began once p's writes were finished covers p: partitions lost
+// together (a membership change) share one flush instead of one each, one
+// after the other (a regained partition waits for its previous hand-over:
+// the chaos run's two-minute stall of partition 3).
 func (f *Fanout) handOver(p int, fl *floor) {
 	deadline := time.Now().Add(f.cfg.StopGrace)
 	for !fl.idle() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
+	finished := time.Now() // what p's finished writes changed is in memory by now
 	f.saveMu.Lock()
 	defer f.saveMu.Unlock()
 	f.floorsMu.Lock()
 	delete(f.floors, p)
 	f.floorsMu.Unlock()
-	if !f.flushShards() {
-		f.log.Warn("hand over: summaries not stored; the checkpoint stays where it was", zap.Int("partition", p))
+	if !f.flushedFrom.After(finished) && !f.flushAll("hand over", zap.Int("partition", p)) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if !f.marks.flush(ctx) {
-		f.log.Warn("hand over: watermarks not stored; the checkpoint stays where it was", zap.Int("partition", p))
-		return
-	}
 	v := fl.value()
 	if _, err := f.h.Fanout.Put(ctx, streams.FanoutCheckpointKey(p), []byte(strconv.FormatUint(v, 10))); err != nil {
 		f.log.Warn("hand over: save checkpoint", zap.Int("partition", p), zap.Error(err))
@@ -327,15 +333,7 @@ func (f *Fanout) saveOnce(saved map[int]uint64) {
 	if !moved {
 		return
 	}
-	if !f.stopped.Load() && !f.flushShards() {
-		f.log.Warn("store summaries: the checkpoints wait for the next round")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	stored := f.marks.flush(ctx)
-	cancel()
-	if !stored {
-		f.log.Warn("store watermarks: the checkpoints wait for the next round")
+	if !f.flushAll("save checkpoints") {
 		return
 	}
 	for p, v := range values {
@@ -377,6 +375,27 @@ func (f *Fanout) flushUser(m *nats.Msg) {
 	// The answer is how many fan-outs share the partitions: the reader
 	// waits for that many answers (each holds some users' summaries).
 	_ = m.Respond([]byte(strconv.Itoa(f.Members())))
+}
+
+// flushAll stores the changed summaries (unless the shards have stopped:
+// Run checks what they left) and the changed watermarks; it reports whether
+// all were stored, logging why not. Called with saveMu held.
+func (f *Fanout) flushAll(what string, fields ...zap.Field) bool {
+	began := time.Now()
+	if !f.stopped.Load() && !f.flushShards() {
+		f.log.Warn(what+": summaries not stored; the checkpoints stay where they were", fields...)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !f.marks.flush(ctx) {
+		f.log.Warn(what+": watermarks not stored; the checkpoints stay where they were", fields...)
+		return false
+	}
+	if !f.stopped.Load() {
+		f.flushedFrom = began
+	}
+	return true
 }
 
 // flushShards asks every shard to store its changed summaries and waits;

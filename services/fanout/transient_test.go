@@ -148,7 +148,9 @@ func TestGroupMessageWaitsOutAMetadataReadThatTimesOut(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan bool, 1)
-	go func() { done <- f.dispatch(ctx, conversation.NewMetaCache(f.convs, 10), 0, seq, h.Layout.ConvEvents(conv), data, fl) }()
+	go func() {
+		done <- f.dispatch(ctx, conversation.NewMetaCache(f.convs, 10), 0, seq, h.Layout.ConvEvents(conv), data, fl)
+	}()
 	waitFor(t, 30*time.Second, "the metadata read failing", func() bool {
 		return logged(logs, "retrying") || logged(logs, "skip")
 	})

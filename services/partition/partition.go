@@ -277,6 +277,17 @@ func (m *Member) beat(ctx context.Context) (owned []bool, members []string, ok b
 		m.m.errors.Inc()
 		return nil, nil, false
 	}
+	if !slices.Contains(members, m.cfg.ID) {
+		// Our own lease is not there (not renewed while the bucket's
+		// leader moved, and expired; or a replica behind): the view is
+		// not one this member can act on. Dropping everything now (the
+		// chaos run saw the bucket empty after a leader kill) only to
+		// take it all back a beat later stalls the partitions behind
+		// their hand-overs; keep what it owns until it sees itself.
+		m.log.Warn("read members: this worker is not among them yet; keeping its partitions", zap.Strings("members", members))
+		m.m.errors.Inc()
+		return nil, nil, false
+	}
 	m.mu.Lock()
 	m.members = members
 	m.mu.Unlock()
