@@ -89,6 +89,12 @@ const (
 // PushSentTTL is how long a push_sent record lives after its last update.
 const PushSentTTL = 7 * 24 * time.Hour
 
+// PushPurgeTTL is how long the marker of a removed registration stays in
+// BucketPush (jetstream.PurgeTTL): a user's registrations are read as the
+// last message of each of its keys, so markers kept for good would grow
+// with every device ever removed and crowd the live ones out of the read.
+const PushPurgeTTL = time.Minute
+
 // PushKey is the key of user's registration id in BucketPush.
 func PushKey(user, id string) string { return user + "." + id }
 
@@ -314,7 +320,8 @@ func (c Config) BucketConfigs() []jetstream.KeyValueConfig {
 		{Bucket: BucketWatermarks, Description: "delivered/read watermarks per member", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketFanout, Description: "fan-out checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketPresence, Description: "presence as told to watchers, and last seen", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
-		{Bucket: BucketPush, Description: "devices registered for push notifications", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: BucketPush, Description: "devices registered for push notifications", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas,
+			LimitMarkerTTL: PushPurgeTTL}, // per-message TTLs on: purge markers expire
 		{Bucket: BucketUserGroups, Description: "the groups each user is a member of", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketWorkers, Description: "live fan-out and projector workers (partition ownership)", History: 1, TTL: WorkersTTL, Storage: jetstream.FileStorage, Replicas: c.Replicas},
 		{Bucket: BucketMutes, Description: "muted conversations per user", History: 1, Storage: jetstream.FileStorage, Replicas: c.Replicas},

@@ -349,3 +349,25 @@ func TestRebuildAdoptsRegistrationsWithoutEvents(t *testing.T) {
 		t.Fatalf("after a wipe and rebuild: %+v, want %+v", after, before)
 	}
 }
+
+// A removed registration's purge marker expires (Nats-TTL): markers kept
+// for good would crowd a user's live registrations out of the read.
+func TestRemovedRegistrationMarkerExpires(t *testing.T) {
+	p := platformtest.Start(t, platformtest.Options{NoFanout: true})
+	s, _ := store(t, p, 5)
+	ctx := context.Background()
+	id, _, err := s.Register(ctx, "max", pushreg.Registration{Platform: push.FCM, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, "max", id, pushreg.ReasonUser); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, err := streams.ReadAfter(ctx, p.Conn(), subjects.KVStream(streams.BucketPush), subjects.KVKey(streams.BucketPush, streams.PushKey("max", id)), 0, 10)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("the key's messages: %d %v", len(msgs), err)
+	}
+	if h := msgs[0].Header; h.Get("KV-Operation") != "PURGE" || h.Get("Nats-TTL") == "" {
+		t.Fatalf("purge marker headers: %v", h)
+	}
+}

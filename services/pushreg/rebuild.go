@@ -105,7 +105,7 @@ func (s *Store) Rebuild(ctx context.Context) (RebuildReport, error) {
 				continue
 			}
 			if err == nil {
-				err = s.h.Push.Purge(ctx, key)
+				err = s.h.Push.Purge(ctx, key, jetstream.PurgeTTL(streams.PushPurgeTTL))
 			}
 			if err != nil {
 				return rep, fmt.Errorf("pushreg: rebuild: %w", err)

@@ -99,9 +99,15 @@ func New(js jetstream.JetStream, nc *nats.Conn, h *streams.Handles, pub *jspub.P
 
 // Registrations are user's registrations, oldest first.
 func (s *Store) Registrations(ctx context.Context, user string) ([]Registration, error) {
-	raw, err := streams.ReadLastMatching(ctx, s.nc, subjects.KVStream(streams.BucketPush), streams.PushKeysOf(user), 4*s.cfg.MaxDevices+16)
+	// Keys removed within streams.PushPurgeTTL still answer (empty): room
+	// for them beyond the cap.
+	batch := 4*s.cfg.MaxDevices + 64
+	raw, err := streams.ReadLastMatching(ctx, s.nc, subjects.KVStream(streams.BucketPush), streams.PushKeysOf(user), batch)
 	if err != nil {
 		return nil, fmt.Errorf("pushreg: registrations of %s: %w", user, err)
+	}
+	if len(raw) >= batch {
+		s.log.Warn("push registrations read may be cut short: removed keys fill the batch", zap.String("user", user), zap.Int("batch", batch))
 	}
 	regs := make([]Registration, 0, len(raw))
 	for _, data := range raw {
@@ -201,7 +207,7 @@ func (s *Store) remove(ctx context.Context, user, id, reason string) error {
 	if _, err := s.store(ctx, subjects.PushRegDevice(user, id), "unregister."+user+"."+id, ev); err != nil {
 		return err
 	}
-	if err := s.h.Push.Purge(ctx, streams.PushKey(user, id)); err != nil {
+	if err := s.h.Push.Purge(ctx, streams.PushKey(user, id), jetstream.PurgeTTL(streams.PushPurgeTTL)); err != nil {
 		return fmt.Errorf("pushreg: remove %s %s: %w", user, id, err)
 	}
 	return nil
