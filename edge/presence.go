@@ -40,7 +40,7 @@ func newEdgeID() string {
 // reportPresence tells the presence service that user connected to (on) or
 // left (!on) this edge.
 func (e *Edge) reportPresence(user string, on bool) {
-	data, _ := json.Marshal(event.PresenceReport{Edge: e.id, User: user, On: on})
+	data, _ := json.Marshal(event.PresenceReport{V: event.Version, Edge: e.id, User: user, On: on})
 	_ = e.nc.Publish(e.h.Layout.PresenceEvents(user), data)
 }
 
@@ -63,14 +63,14 @@ func (e *Edge) presenceLoop(ctx context.Context) {
 	defer beat.Stop()
 	full := time.NewTicker(e.cfg.PresenceSync)
 	defer full.Stop()
-	hb, _ := json.Marshal(event.PresenceReport{Edge: e.id})
+	hb, _ := json.Marshal(event.PresenceReport{V: event.Version, Edge: e.id})
 	var round uint64
 	sync := func() {
 		round++
 		users := e.hub.users()
 		for i := 0; ; i += 1000 {
 			end := min(i+1000, len(users))
-			data, _ := json.Marshal(event.PresenceReport{Edge: e.id, Users: users[i:end], Round: round, Last: end == len(users)})
+			data, _ := json.Marshal(event.PresenceReport{V: event.Version, Edge: e.id, Users: users[i:end], Round: round, Last: end == len(users)})
 			_ = e.nc.Publish(subjects.PresenceSync(e.id), data)
 			if end == len(users) {
 				return

@@ -159,6 +159,10 @@ type Watermark struct {
 // Presence is a user's presence as watchers are told it: the presence frame
 // of PROTOCOL.md section 3 (last_seen only when offline).
 type Presence struct {
+	// V is the schema version: set by the presence service on pres.chg
+	// and in KV presence (absent in copies written before 2026-12-05 and
+	// in the edge's own frames).
+	V        int    `json:"v,omitempty"`
 	Type     string `json:"type"`
 	User     string `json:"user"`
 	Status   string `json:"status"`
@@ -174,6 +178,7 @@ const (
 // PresenceReport is what an edge tells the presence service: one user
 // connected (On) or gone (!On) on that edge, or, in a sync, all its users.
 type PresenceReport struct {
+	V     int      `json:"v"` // schema version (0 from edges older than 2026-12-05)
 	Edge  string   `json:"edge"`
 	User  string   `json:"user,omitempty"`
 	On    bool     `json:"on,omitempty"`

@@ -222,8 +222,10 @@ func statusOf(r event.Receipt) string {
 }
 
 // receiptDoc is the queue entry of a receipt: the receipt frame of
-// PROTOCOL.md without its cursor.
+// PROTOCOL.md without its cursor, plus the schema version (entries
+// written before 2026-12-05 have no v: readers take a missing v as 1).
 type receiptDoc struct {
+	V      int    `json:"v"`
 	Type   string `json:"type"`
 	Conv   string `json:"conv"`
 	Seq    uint64 `json:"seq"`
@@ -244,7 +246,7 @@ func (f *Fanout) receipt(ctx context.Context, mc *metaCache, src uint64, data []
 	if err != nil || !tell {
 		return nil, nil, err
 	}
-	*rd = receiptDoc{Type: event.TypeReceipt, Conv: r.Conv, Seq: r.Seq, User: r.User, Status: status}
+	*rd = receiptDoc{V: event.Version, Type: event.TypeReceipt, Conv: r.Conv, Seq: r.Seq, User: r.User, Status: status}
 	doc, _ := json.Marshal(rd)
 	if event.IsDirectConv(r.Conv) {
 		if r.Peer != "" {

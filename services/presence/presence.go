@@ -357,7 +357,7 @@ func (s *Service) settle(name string, gen uint32) {
 		return
 	}
 	u.told = status
-	p := event.Presence{Type: "presence", User: name, Status: status}
+	p := event.Presence{V: event.Version, Type: "presence", User: name, Status: status}
 	if status == event.StatusOffline {
 		p.LastSeen = u.lastSeen
 		delete(s.users, name)
