@@ -193,6 +193,13 @@ func TestNotificationWhileHidden(t *testing.T) {
 	conv := alice.waitConv("bob")
 	alice.waitForAsync("the notification in the browser", `navigator.serviceWorker.ready.then((r) => r.getNotifications()).then((ns) => ns.some((n) => n.tag === 'conv:`+conv+`' && n.body === 'while you are away'))`)
 
+	// A notification clicked with no tab of the client open opens one at
+	// /#conv=<id> (sw.js): that conversation, open.
+	alice.do(chromedp.Navigate("about:blank"))
+	alice.do(chromedp.Navigate(base + "/#conv=" + conv))
+	alice.waitFor("bob's chat open", `document.getElementById('chat-name').textContent === 'bob' && location.hash === ''`)
+	alice.waitFor("the bell on after the reload", `document.getElementById('notify').dataset.state === 'on'`)
+
 	// Turned off: nothing more, hidden or not.
 	alice.setHidden(false)
 	alice.click("#notify")
@@ -200,7 +207,7 @@ func TestNotificationWhileHidden(t *testing.T) {
 	alice.setHidden(true)
 	apiSend(t, p, "bob", map[string]any{"id": "b3", "to": "alice", "text": "after you turned them off"})
 	alice.waitFor("the message in the list", `document.querySelector('#conv-list li .conv-preview')?.textContent === 'after you turned them off'`)
-	if got := alice.shown(); len(got) != 1 {
+	if got := alice.shown(); len(got) != 0 { // counted since the reload
 		t.Fatalf("notifications shown: %q, want none after turning off", got)
 	}
 }
@@ -386,4 +393,19 @@ func TestWebPushOptIn(t *testing.T) {
 	if has := eval[bool](alice, `navigator.serviceWorker.ready.then((r) => r.pushManager.getSubscription()).then((s) => !!s)`, chromedp.EvalAwaitPromise); has {
 		t.Fatal("still subscribed after turning off")
 	}
+
+	// On again, then signing out: this browser gets no more pushes for alice.
+	alice.click("#notify")
+	alice.waitFor("the bell on, subscribed", `document.getElementById('notify').dataset.state === 'on' && document.getElementById('notify').dataset.push === 'on'`)
+	if regs := pushTokens(t, p, "alice"); len(regs) != 1 {
+		t.Fatalf("registrations after turning on again: %q", regs)
+	}
+	alice.click("#signout")
+	alice.waitFor("the sign-in form", `!document.getElementById('signin').hidden`)
+	platformtest.Eventually(t, waitTimeout, func() error {
+		if regs := pushTokens(t, p, "alice"); len(regs) != 0 {
+			return fmt.Errorf("registrations after signing out: %q", regs)
+		}
+		return nil
+	})
 }
