@@ -291,19 +291,22 @@ func ProjectorConsumerConfig(p int) jetstream.ConsumerConfig {
 // conversation stream p: every event (msg and receipts), acked one by one
 // once the pushes it takes part in are decided (sent, claimed, skipped or
 // cancelled); pending coalescing holds an event for about the coalescing
-// window. Made the first time at the stream's end (DeliverNew): a notifier
-// added to an old deployment does not push the whole history. ackWait
+// window. It starts at since (the notifier makes it the first time a
+// minute before its start: a notifier added to an old deployment does not
+// push the whole history, and one started with the platform misses nothing
+// sent meanwhile); a consumer made already keeps its position. ackWait
 // (default NotifierAckWait) is well above the window: it is how long the
 // events of a killed notifier wait before another reads them; an event
 // redelivered is checked against the push_sent record, never pushed twice.
-func NotifierConsumerConfig(p int, ackWait time.Duration) jetstream.ConsumerConfig {
+func NotifierConsumerConfig(p int, ackWait time.Duration, since time.Time) jetstream.ConsumerConfig {
 	if ackWait <= 0 {
 		ackWait = NotifierAckWait
 	}
 	return jetstream.ConsumerConfig{
 		Durable:       NotifierDurable,
 		Description:   "push notifications of " + ConvStream(p),
-		DeliverPolicy: jetstream.DeliverNewPolicy,
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &since,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
 		MaxDeliver:    -1,

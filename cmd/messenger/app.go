@@ -26,6 +26,7 @@ import (
 	"messenger/infra/natsauth"
 	"messenger/infra/natsserver"
 	"messenger/services/fanout"
+	"messenger/services/notifier"
 	"messenger/services/presence"
 	"messenger/services/projector"
 	"messenger/streams"
@@ -40,6 +41,7 @@ type app struct {
 	edge     *edge.Edge
 	fanout   *fanout.Fanout
 	presence *presence.Service
+	notifier *notifier.Notifier
 	mux      *http.ServeMux
 	ln       net.Listener
 	cmd      string
@@ -214,6 +216,13 @@ func build(ctx context.Context, cmd string, cfg *config) (*app, func(), error) {
 			return fail(err)
 		}
 		a.fanout = f
+	}
+	if cmd == "all" || cmd == "notifier" {
+		n, err := a.buildNotifier(cmd, roleConn, reg)
+		if err != nil {
+			return fail(err)
+		}
+		a.notifier = n
 	}
 	usesCH := cfg.ClickHouse != "" && (cmd == "all" || cmd == "edge" || cmd == "projector")
 	if usesCH {
@@ -391,6 +400,9 @@ func (a *app) run(ctx context.Context) error {
 	}
 	if a.presence != nil {
 		g.Go(func() error { return a.presence.Run(gctx) })
+	}
+	if a.notifier != nil {
+		g.Go(func() error { return a.notifier.Run(gctx) })
 	}
 	if a.ch != nil {
 		g.Go(func() error { a.ch.run(gctx); return nil })

@@ -11,6 +11,7 @@ import (
 	"messenger/edge/auth"
 	"messenger/infra/flagenv"
 	"messenger/services/push"
+	"messenger/services/notifier"
 	"messenger/streams"
 )
 
@@ -104,6 +105,11 @@ type config struct {
 	// push.New(cfg.pushConfig(role == "all")).
 	Push           push.Config
 	PushAllowHosts string
+	// push notifier (issue 14, notifier): notifierFlags
+	PushCoalesce, PushTTL, PushOfflineGrace time.Duration
+	PushText                                bool
+	PushUserRate, PushProviderRate          float64
+	PushUserBurst, PushQueue, PushWorkers   int
 	// explicit: flags given on the command line or in the environment.
 	explicit map[string]bool
 	// cmdline: flags given on the command line (visible to every user of
@@ -174,14 +180,35 @@ func (c *config) flags(fs *flag.FlagSet) {
 	c.chShardFlags(fs)
 	c.availFlags(fs)
 	c.pushFlags(fs)
+	c.notifierFlags(fs)
 	// projection holes (issue 13): the projector's periodic history check.
 	fs.DurationVar(&c.HistoryCheckEvery, "history-check-every", 10*time.Minute, "projector: how often to compare each conversation stream with ClickHouse and project again the events missing below the ack floor (messenger_projector_holes; 0: never)")
 }
 
+// notifierFlags: the push notifier (issue 14, services/notifier).
+func (c *config) notifierFlags(fs *flag.FlagSet) {
+	fs.DurationVar(&c.PushCoalesce, "push-coalesce", 2*time.Second, "notifier: messages of one conversation to one user within this window from the first make one push (at most 30s)")
+	fs.DurationVar(&c.PushTTL, "push-ttl", time.Hour, "notifier: a push is retried (transient failures, 429) until the message is this old, then dropped; the TTL given to the providers; older messages are not pushed")
+	fs.BoolVar(&c.PushText, "push-text", false, "notifier: put the message text in the push (default: only who wrote and where)")
+	fs.Float64Var(&c.PushUserRate, "push-user-rate", 1, "notifier: pushes per second per user (over it they are dropped)")
+	fs.IntVar(&c.PushUserBurst, "push-user-burst", 10, "notifier: burst of pushes per user")
+	fs.Float64Var(&c.PushProviderRate, "push-provider-rate", 500, "notifier: sends per second per provider (over it they wait in the provider's queue)")
+	fs.IntVar(&c.PushQueue, "push-queue", 10000, "notifier: sends (and retries) waiting per provider; beyond it they are dropped (messenger_push_sent_total{outcome=\"dropped\"})")
+	fs.IntVar(&c.PushWorkers, "push-workers", 8, "notifier: sends in flight per provider")
+	fs.DurationVar(&c.PushOfflineGrace, "push-offline-grace", 10*time.Second, "notifier: no push to a user whose last connection ended less than this ago")
+}
+
+// notifier is the notifier's configuration from the flags.
+func (c *config) notifier() notifier.Config {
+	return notifier.Config{Coalesce: c.PushCoalesce, TTL: c.PushTTL, Text: c.PushText, UserRate: c.PushUserRate, UserBurst: c.PushUserBurst,
+		ProviderRate: c.PushProviderRate, QueueSize: c.PushQueue, Workers: c.PushWorkers, OfflineGrace: c.PushOfflineGrace,
+		Ownership: c.PartitionOwnership, WorkerID: c.WorkerID}
+}
+
 // ownershipFlags: how fan-outs and projectors share the partitions (issue 13).
 func (c *config) ownershipFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&c.PartitionOwnership, "partition-ownership", true, "fan-outs and projectors share the partitions: each works those it owns among the live ones of its kind and takes a dead one's within seconds (false: every one works every partition)")
-	fs.StringVar(&c.WorkerID, "worker-id", "", "this fan-out's or projector's name among its kind (default: host name and process id)")
+	fs.BoolVar(&c.PartitionOwnership, "partition-ownership", true, "fan-outs, projectors and notifiers share the partitions: each works those it owns among the live ones of its kind and takes a dead one's within seconds (false: every one works every partition)")
+	fs.StringVar(&c.WorkerID, "worker-id", "", "this fan-out's, projector's or notifier's name among its kind (default: host name and process id)")
 }
 
 // clusterFlags: the embedded NATS server as a node of a cluster (all, nats).

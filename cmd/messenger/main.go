@@ -24,6 +24,8 @@ commands:
   fanout   per-recipient fan-out, against --nats
   projector  the ClickHouse history projection, against --nats and --clickhouse
   presence   who is online, told to watchers, against --nats
+  notifier   push notifications to away members (FCM, APNs, Web Push), against --nats
+  push test <user>     send a test push to each of the user's devices, print each provider's answer
   replay-dead-letters  project the projector's dead letters again
   rebuild-history      make the ClickHouse projection again from the streams [--drop]
   check-history        compare each conversation stream with ClickHouse, print the holes [--repair]
@@ -130,7 +132,24 @@ func run(args []string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return setup(ctx, &cfg)
-	case "all", "nats", "edge", "fanout", "projector", "presence":
+	case "push":
+		if len(args) == 0 || args[0] != "test" {
+			return errors.New("usage: messenger push test <user> [flags]")
+		}
+		var user string
+		if args = args[1:]; len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+			user, args = args[0], args[1:]
+		}
+		if err := parse(fs, args, &cfg); err != nil {
+			return err
+		}
+		if user == "" && fs.NArg() > 0 {
+			user = fs.Arg(0)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return pushTest(ctx, &cfg, user, os.Stdout)
+	case "all", "nats", "edge", "fanout", "projector", "presence", "notifier":
 		if err := parse(fs, args, &cfg); err != nil {
 			return err
 		}

@@ -53,9 +53,17 @@ func (n *Notifier) decideOne(ctx context.Context, p *pending) error {
 		n.m.decisions.WithLabelValues("online").Inc()
 		return nil
 	}
-	devices, err := n.reg.Devices(cctx, p.user)
+	all, err := n.reg.Devices(cctx, p.user)
 	if err != nil {
 		return fmt.Errorf("devices: %w", err)
+	}
+	devices := all[:0]
+	for _, d := range all {
+		if n.send.has(d.Platform) {
+			devices = append(devices, d)
+		} else {
+			n.m.sent.WithLabelValues(d.Platform, "no_provider").Inc()
+		}
 	}
 	if len(devices) == 0 {
 		n.m.decisions.WithLabelValues("no_device").Inc()

@@ -249,9 +249,18 @@ func (n *Notifier) sweep(ctx context.Context) {
 	}
 }
 
+// consumer makes or updates the partition's durable consumer: made the
+// first time a minute back (what was sent while the platform started is
+// pushed), keeping its start when it exists (a start cannot be updated).
 func (n *Notifier) consumer(ctx context.Context, part int) (jetstream.Consumer, error) {
 	for {
-		c, err := n.h.Conv[part].CreateOrUpdateConsumer(ctx, streams.NotifierConsumerConfig(part, n.cfg.AckWait))
+		since := time.Now().Add(-time.Minute)
+		if c, err := n.h.Conv[part].Consumer(ctx, streams.NotifierDurable); err == nil {
+			if st := c.CachedInfo().Config.OptStartTime; st != nil {
+				since = *st
+			}
+		}
+		c, err := n.h.Conv[part].CreateOrUpdateConsumer(ctx, streams.NotifierConsumerConfig(part, n.cfg.AckWait, since))
 		if err == nil {
 			return c, nil
 		}

@@ -53,6 +53,9 @@ func newSender(cfg Config, providers []push.Provider, reg Registry, log *zap.Log
 	return s
 }
 
+// has tells whether platform has a provider.
+func (s *sender) has(platform string) bool { return s.queues[platform] != nil }
+
 // enqueue queues j for its device's provider; it never blocks.
 func (s *sender) enqueue(j job) {
 	pq := s.queues[j.target.Platform]
