@@ -10,8 +10,8 @@ import (
 	"messenger/edge"
 	"messenger/edge/auth"
 	"messenger/infra/flagenv"
-	"messenger/services/push"
 	"messenger/services/notifier"
+	"messenger/services/push"
 	"messenger/streams"
 )
 
