@@ -236,7 +236,17 @@ func analystQueries(t *testing.T, queries []chinfra.AnalystQuery, shards []strin
 // row, the repair writes the rows the projector would have, and the next
 // check finds nothing.
 func TestHistoryCheckWritesMissingConversations(t *testing.T) {
-	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, Partitions: 2, NoFanout: true})
+	t.Run("single", func(t *testing.T) { checkWritesMissingConversations(t, nil) })
+	t.Run("sharded", func(t *testing.T) {
+		if os.Getenv("MESSENGER_TEST_CLICKHOUSE_SHARDS") == "" {
+			t.Skip("MESSENGER_TEST_CLICKHOUSE_SHARDS is not set (scripts/test.sh sets it)")
+		}
+		checkWritesMissingConversations(t, chinfra.TestShards())
+	})
+}
+
+func checkWritesMissingConversations(t *testing.T, shards []string) {
+	p := platformtest.Start(t, platformtest.Options{ClickHouse: true, ClickHouseShards: shards, Partitions: 2, NoFanout: true})
 	pb := newPublisher(t, p)
 	storeAnalystTraffic(t, p, pb)
 	const all = "SELECT * FROM conversations_final ORDER BY conv"
@@ -250,8 +260,21 @@ func TestHistoryCheckWritesMissingConversations(t *testing.T) {
 	if rep, err := pr.CheckHistory(ctx, nil, false); err != nil || rep.Conversations != 0 || rep.Missing() != 0 {
 		t.Fatalf("check of a whole projection: %+v %v", rep, err)
 	}
-	if err := p.CH.Exec(ctx, "TRUNCATE TABLE conversations"); err != nil {
-		t.Fatal(err)
+	if len(shards) == 0 {
+		if err := p.CH.Exec(ctx, "TRUNCATE TABLE conversations"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range shards {
+		conn, err := chinfra.Open(ctx, chinfra.Config{Addr: a, Database: p.CHDB})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = conn.Exec(ctx, "TRUNCATE TABLE conversations"+chinfra.LocalSuffix)
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	if rep, err := pr.CheckHistory(ctx, nil, false); err != nil || rep.Conversations != 5 || rep.ConversationsRepaired != 0 {
 		t.Fatalf("check without the rows: %+v %v, want 5 conversations found", rep, err)

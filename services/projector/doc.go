@@ -18,9 +18,16 @@
 // the reason, and the batch goes on. An event that does not decode is a dead
 // letter at once: retrying cannot fix it.
 //
+// The table conversations (conversations.go) holds each conversation as it
+// is now: a direct one's row comes from its first message, a group's is
+// folded (event.Meta.Fold) from all its membership rows, read back from
+// ClickHouse after the batch's membership rows are inserted, so it is the
+// same row whatever the order or number of times it is made.
+//
 // The history check (check.go) compares each stream with ClickHouse up to
 // the ack floor, periodically in the projector and in `messenger
-// check-history`, and projects again what is missing.
+// check-history`, projects again what is missing, and writes the
+// conversations rows missing or behind their events.
 //
 // Concurrency: one goroutine per conversation stream; nothing is shared
 // between them but the ClickHouse connection pool and the metrics.
