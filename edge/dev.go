@@ -58,7 +58,7 @@ func (e *Edge) postDevToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // webRoutes serves the web client and the development sign-in.
-func (e *Edge) webRoutes(mux *http.ServeMux) {
+func (e *Edge) webRoutes(mux Mux) {
 	files := web.Handler()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"messenger/client/proto"
+	"messenger/docs"
 	"messenger/edge/auth"
 	"messenger/services/event"
 	"messenger/streams"
@@ -20,9 +21,17 @@ import (
 // maxBody bounds an HTTP request body.
 const maxBody = 64 << 10
 
-// Routes registers the edge's endpoints on mux.
-func (e *Edge) Routes(mux *http.ServeMux) {
+// Mux is what Routes registers on: an *http.ServeMux, or a test's
+// recorder that checks every route against docs/openapi.json.
+type Mux interface {
+	HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request))
+}
+
+// Routes registers the edge's endpoints on mux. Every route is described
+// in docs/openapi.json (TestOpenAPIDescribesEveryRoute fails otherwise).
+func (e *Edge) Routes(mux Mux) {
 	mux.HandleFunc("GET /v1/ws", e.ServeWS)
+	mux.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 	e.webRoutes(mux)
 	mux.HandleFunc("POST /v1/messages", e.authed(e.postMessage))
 	mux.HandleFunc("POST /v1/receipts", e.authed(e.postReceipt))
@@ -190,4 +199,12 @@ func (e *Edge) Conversation(ctx context.Context, user, conv string) (*Conversati
 		v.Members = append(v.Members, mv)
 	}
 	return v, nil
+}
+
+// serveOpenAPI answers the API description; like the web client it needs
+// no token (it is public, and tools fetch it without one).
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(docs.OpenAPI)
 }
