@@ -12,7 +12,8 @@
 #   projector-1,2  sharing the partitions, /readyz 18131-18132
 #   fanout-1,2     sharing the partitions, /readyz 18111-18112
 #   presence       /readyz 18121
-#   notifier       /readyz 18141, only if `bin/messenger notifier -h` works
+#   notifier       /readyz 18141, only if `bin/messenger notifier -h` works; Web Push
+#                  with .cluster's own key (no FCM/APNs keys here)
 #   edge-1,2       --dev, http://127.0.0.1:8081 and :8082 (web page, WebSocket, API)
 #   ClickHouse     scripts/clickhouse.sh start (database CLUSTER_CLICKHOUSE_DB); with
 #                  CLUSTER_CLICKHOUSE_SHARDS=2 also start-shards, and the projectors and
@@ -260,15 +261,25 @@ up() {
     role "$name" fanout --worker-id "$name"
   done
   role presence presence
+  # Web Push with a key of the cluster's own (made once, kept with the data),
+  # so the notifier has a provider and both edges serve the same public key.
+  local push_flags=()
+  if has_notifier; then
+    local vapid="$ROLES_DATA/vapid.pem"
+    if [ ! -f "$vapid" ]; then
+      (umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$vapid") || fail "could not make the Web Push key $vapid"
+    fi
+    push_flags=(--webpush-vapid-key "$vapid" --webpush-subject "mailto:cluster@localhost")
+  fi
   local others=()
   if has_notifier; then
-    role notifier notifier
+    role notifier notifier "${push_flags[@]}"
     others=(notifier)
   else
     say "this binary has no notifier role: skipped"
   fi
   for name in "${EDGES[@]}"; do
-    role "$name" edge --dev "${CH_FLAGS[@]}"
+    role "$name" edge --dev "${CH_FLAGS[@]}" "${push_flags[@]}"
   done
   wait_ready "${PROJECTORS[@]}" "${FANOUTS[@]}" presence "${others[@]}" "${EDGES[@]}"
 

@@ -264,3 +264,41 @@ func TestCommitWhoseAnswerWasLostIsStoredOnce(t *testing.T) {
 		})
 	}
 }
+
+// A reader passing a group's events in order folds each into its cached
+// metadata without a read (here the context is cancelled, so any read
+// fails); an event that is not the next one is read as before.
+func TestMetaCacheFoldsTheNextEventWithoutReading(t *testing.T) {
+	nc, js, h := setup(t)
+	ctx := context.Background()
+	var conflicts int
+	c := newCache(t, nc, js, h, &conflicts)
+	conv := event.GroupConv("ann", "g1")
+	create := func(ev *event.Msg) {
+		ev.From, ev.ID, ev.Kind, ev.Members = "ann", "g1", event.KindGroupCreated, []string{"ann", "bob"}
+	}
+	if _, err := c.Commit(ctx, c.Get(conv), conv, conversation.Op{Check: allow, Build: create}); err != nil {
+		t.Fatal(err)
+	}
+	mc := conversation.NewMetaCache(conversation.NewStore(nc, h, zap.NewNop()), 10)
+	if meta, err := mc.At(ctx, conv, 1); err != nil || meta.Applied != 1 {
+		t.Fatalf("first meeting: %+v, %v", meta, err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	meta, err := mc.Next(cancelled, &event.Msg{Conv: conv, Seq: 2, Kind: event.KindText, From: "bob"}, 2)
+	if err != nil || meta.Applied != 2 {
+		t.Fatalf("the next text message: %+v, %v", meta, err)
+	}
+	before := meta
+	meta, err = mc.Next(cancelled, &event.Msg{Conv: conv, Seq: 3, Kind: event.KindMemberAdded, From: "ann", User: "cy"}, 3)
+	if err != nil || meta.Applied != 3 || !slices.Equal(meta.MembersAt(3), []string{"ann", "bob", "cy"}) {
+		t.Fatalf("the next membership event: %+v, %v", meta, err)
+	}
+	if before.Applied != 2 || slices.Contains(before.Members, "cy") {
+		t.Fatalf("a fold returned earlier changed: %+v", before)
+	}
+	if _, err := mc.Next(cancelled, &event.Msg{Conv: conv, Seq: 5, Kind: event.KindText, From: "bob"}, 5); err == nil {
+		t.Fatal("an event past the next one was folded without reading the stream")
+	}
+}

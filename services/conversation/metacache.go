@@ -47,3 +47,20 @@ func (c *MetaCache) At(ctx context.Context, conv string, seq uint64) (*event.Met
 	c.m[conv] = stored.Meta
 	return stored.Meta, nil
 }
+
+// Next returns the group's metadata folded up to ev, the event at stream
+// sequence streamSeq that the reader is passing. A reader meets a group's
+// events in seq order, so when the cached fold ends just before ev, ev is
+// folded into a copy and no read is made: a group costs one read of the
+// bucket and the stream when first met, not one per message. Otherwise it
+// is At(ev.Conv, ev.Seq). The fold is not written back to the bucket: other
+// readers bring the bucket's copy up to date from the stream themselves.
+func (c *MetaCache) Next(ctx context.Context, ev *event.Msg, streamSeq uint64) (*event.Meta, error) {
+	if meta := c.m[ev.Conv]; meta != nil && ev.Seq == meta.Applied+1 {
+		next := meta.Clone()
+		next.Fold(ev, streamSeq)
+		c.m[ev.Conv] = next
+		return next, nil
+	}
+	return c.At(ctx, ev.Conv, ev.Seq)
+}

@@ -560,7 +560,7 @@ func (f *Fanout) recipients(ctx context.Context, mc *metaCache, prefix string, s
 			f.m.events.WithLabelValues(event.TypeMsg).Inc()
 		}
 		w.msg = new(event.Msg)
-		recipients, w.group, err = f.msgRecipients(ctx, mc, data, w.msg)
+		recipients, w.group, err = f.msgRecipients(ctx, mc, seq, data, w.msg)
 	case subjects.ReceiptPrefix:
 		if count {
 			f.m.events.WithLabelValues(event.TypeReceipt).Inc()
@@ -581,15 +581,16 @@ func (f *Fanout) skipEvent(subject string, seq uint64, err error) {
 // msgRecipients: for a direct message its two members; for a group event
 // the members as of its seq (and a removed member gets its own removal).
 // The event is decoded into m, once for all its recipients; a group's
-// metadata, folded at least up to the event, is returned with them.
-func (f *Fanout) msgRecipients(ctx context.Context, mc *metaCache, data []byte, m *event.Msg) ([]string, *event.Meta, error) {
+// metadata, folded at least up to the event (at stream sequence
+// streamSeq), is returned with them.
+func (f *Fanout) msgRecipients(ctx context.Context, mc *metaCache, streamSeq uint64, data []byte, m *event.Msg) ([]string, *event.Meta, error) {
 	if err := json.Unmarshal(data, m); err != nil {
 		return nil, nil, bad(fmt.Errorf("decode msg: %w", err))
 	}
 	if m.To != "" {
 		return []string{m.From, m.To}, nil, nil
 	}
-	meta, err := f.groupMeta(ctx, mc, m.Conv, m.Seq)
+	meta, err := mc.Next(ctx, m, streamSeq)
 	if err != nil {
 		return nil, nil, err
 	}

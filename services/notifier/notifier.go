@@ -366,7 +366,11 @@ func (n *Notifier) handle(ctx context.Context, mc *conversation.MetaCache, co *c
 		if m.To != "" {
 			recipients = []string{m.To}
 		} else {
-			meta, err := mc.At(ctx, m.Conv, m.Seq)
+			var streamSeq uint64
+			if md, err := msg.Metadata(); err == nil {
+				streamSeq = md.Sequence.Stream
+			}
+			meta, err := mc.Next(ctx, &m, streamSeq)
 			if err != nil {
 				if ctx.Err() == nil {
 					n.log.Warn("group members", zap.String("conv", m.Conv), zap.Uint64("seq", m.Seq), zap.Error(err))
