@@ -273,14 +273,7 @@ func (f *Fanout) Members() int {
 
 // Owned is the partitions this fan-out works now.
 func (f *Fanout) Owned() []int {
-	if f.member == nil {
-		all := make([]int, len(f.h.Conv))
-		for p := range all {
-			all[p] = p
-		}
-		return all
-	}
-	return f.member.Owned()
+	return partition.Owned(f.member, len(f.h.Conv))
 }
 
 func (f *Fanout) loadCheckpoint(ctx context.Context, p int) (uint64, error) {

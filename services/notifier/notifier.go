@@ -183,14 +183,7 @@ func New(cfg Config, nc *nats.Conn, h *streams.Handles, reg Registry, providers 
 
 // Owned is the partitions this notifier works now.
 func (n *Notifier) Owned() []int {
-	if n.member == nil {
-		all := make([]int, len(n.h.Conv))
-		for i := range all {
-			all[i] = i
-		}
-		return all
-	}
-	return n.member.Owned()
+	return partition.Owned(n.member, len(n.h.Conv))
 }
 
 // Run works until ctx ends. Pushes still pending then are handed back

@@ -141,6 +141,19 @@ func (m *Member) Owned() []int {
 	return slices.Clone(m.owned)
 }
 
+// Owned is the partitions m works now, or, with ownership off (m nil),
+// every one of n partitions.
+func Owned(m *Member, n int) []int {
+	if m == nil {
+		all := make([]int, n)
+		for p := range all {
+			all[p] = p
+		}
+		return all
+	}
+	return m.Owned()
+}
+
 // running is the Work of one partition.
 type running struct {
 	cancel context.CancelFunc

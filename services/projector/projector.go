@@ -94,14 +94,7 @@ func New(cfg Config, js jetstream.JetStream, h *streams.Handles, ch driver.Conn,
 
 // Owned is the partitions this projector works now.
 func (p *Projector) Owned() []int {
-	if p.member == nil {
-		all := make([]int, len(p.h.Conv))
-		for i := range all {
-			all[i] = i
-		}
-		return all
-	}
-	return p.member.Owned()
+	return partition.Owned(p.member, len(p.h.Conv))
 }
 
 // Run projects until ctx ends; a batch being inserted then is finished and
